@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,6 +74,15 @@ def _db(args: argparse.Namespace) -> int:
                       file=sys.stderr)
                 return 1
             print(found.socket_dsn if args.socket else found.dsn)
+        elif args.db_command == "env":
+            found = embedded.load_cluster(args.name)
+            if found is None:
+                print(f"covenant db: no cluster named {args.name} (run covenant db up)",
+                      file=sys.stderr)
+                return 1
+            # For `eval "$(covenant db env)"`: psql, pg_prove and pgbench read these.
+            print(f"export PGHOST={shlex.quote(found.socket_dir)} PGPORT={found.port} "
+                  f"PGUSER={embedded.SUPERUSER} PGDATABASE=postgres")
         elif args.db_command == "tools":
             bindir = embedded.ensure_tools(pgtap=args.pgtap)
             print(bindir)
@@ -149,9 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     down = dbsub.add_parser("down", help="stop the cluster")
     down.add_argument("--remove", action="store_true", help="and delete its files")
     url = dbsub.add_parser("url", help="print the DSN of a running cluster")
+    envp = dbsub.add_parser("env", help="print PGHOST/PGPORT/PGUSER exports for psql")
     tools = dbsub.add_parser("tools", help="make sure server binaries (and pgTAP) are installed")
     tools.add_argument("--pgtap", action="store_true")
-    for each in (up, down, url, tools):
+    for each in (up, down, url, envp, tools):
         each.add_argument("--name", default="dev", help="cluster name (default dev)")
     for each in (up, url):
         each.add_argument("--socket", action="store_true", help="print the unix-socket DSN")

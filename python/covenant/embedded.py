@@ -279,7 +279,8 @@ class Cluster:
 
     @property
     def log_file(self) -> Path:
-        return Path(self.state_dir) / "server.log"
+        # Inside the data directory: the one place the server user can always write.
+        return Path(self.data_dir) / "server.log"
 
     def is_running(self) -> bool:
         user = _lookup_user(self.os_user)

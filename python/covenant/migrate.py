@@ -352,23 +352,17 @@ def _plan(
     )
 
 
-def _enter_migrator(conn: psycopg.Connection[tuple[object, ...]], lock_timeout_s: float) -> None:
+def _enter_migrator(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     conn.execute("SET LOCAL ROLE covenant_migrator")
     # Nothing resolves through the search path: every covenant name is qualified.
     conn.execute("SET LOCAL search_path TO pg_catalog, pg_temp")
-    # DDL must not queue forever behind application transactions.
-    conn.execute(
-        "SELECT pg_catalog.set_config('lock_timeout', %s, true)", [f"{int(lock_timeout_s * 1000)}ms"]
-    )
 
 
-def _apply_migration(
-    conn: psycopg.Connection[tuple[object, ...]], migration: Migration, lock_timeout_s: float
-) -> None:
+def _apply_migration(conn: psycopg.Connection[tuple[object, ...]], migration: Migration) -> None:
     started = time.monotonic()
     try:
         with conn.transaction():
-            _enter_migrator(conn, lock_timeout_s)
+            _enter_migrator(conn)
             already = conn.execute(
                 "SELECT 1 FROM covenant.schema_migrations WHERE version = %s", [migration.version]
             ).fetchone()
@@ -396,13 +390,11 @@ def _apply_migration(
         ) from None
 
 
-def _apply_repeatables(
-    conn: psycopg.Connection[tuple[object, ...]], plan: Plan, lock_timeout_s: float
-) -> None:
+def _apply_repeatables(conn: psycopg.Connection[tuple[object, ...]], plan: Plan) -> None:
     current: SqlFile | None = None
     try:
         with conn.transaction():
-            _enter_migrator(conn, lock_timeout_s)
+            _enter_migrator(conn)
             for current in plan.repeatables:
                 conn.execute(current.body)
                 # A repeatable may not leave a role or search_path behind.
@@ -456,7 +448,7 @@ def migrate(
                 plan = _plan(conn, migrations, repeatables)
                 for migration in plan.pending:
                     say(f"applying {migration.label}")
-                    _apply_migration(conn, migration, lock_timeout_s)
+                    _apply_migration(conn, migration)
                     result.applied.append(migration.label)
                 if plan.repeatables_changed or plan.repeatables_removed:
                     for label in plan.repeatables_changed:
@@ -464,7 +456,7 @@ def migrate(
                     for label in plan.repeatables_removed:
                         say(f"removed {label} (its objects stay until a migration drops them)")
                     say(f"re-applying {len(plan.repeatables)} repeatable definitions")
-                    _apply_repeatables(conn, plan, lock_timeout_s)
+                    _apply_repeatables(conn, plan)
                     result.repeatables_applied = [f.label for f in plan.repeatables]
         except psycopg.OperationalError as exc:
             raise MigrationError(f"lost the connection: {_first_line(exc)}") from None

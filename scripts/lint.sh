@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Lint: sqlfluff over migrations/ and sql/, ruff and mypy --strict over the package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/sqlfluff lint --processes 2 migrations sql
+.venv/bin/ruff check python
+.venv/bin/ruff format --check python
+.venv/bin/mypy
