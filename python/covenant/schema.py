@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 
 # Each query returns one text column; lines are sorted at the end, so the
 # order of queries and rows does not matter.
@@ -160,6 +161,6 @@ def snapshot(conn: psycopg.Connection[Any]) -> str:
     lines: list[str] = []
     for query in _QUERIES:
         # No parameters: the text goes as is, so format()'s %s is not a placeholder.
-        cur = conn.execute(query.encode())
-        lines.extend(str(row[0]) for row in cur.fetchall())
+        cur = conn.cursor(row_factory=tuple_row)
+        lines.extend(str(row[0]) for row in cur.execute(query.encode()).fetchall())
     return "\n".join(sorted(lines)) + "\n"
