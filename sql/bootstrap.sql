@@ -128,7 +128,7 @@ CREATE TABLE IF NOT EXISTS covenant.schema_migrations (
     version integer PRIMARY KEY CONSTRAINT schema_migrations_version_positive CHECK (version > 0),
     name text NOT NULL,
     checksum text NOT NULL CONSTRAINT schema_migrations_checksum_sha256
-        CHECK (checksum ~ '^[0-9a-f]{64}$'),
+    CHECK (checksum ~ '^[0-9a-f]{64}$'),
     applied_by text NOT NULL DEFAULT session_user,
     applied_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     execution_ms integer NOT NULL
@@ -137,7 +137,7 @@ CREATE TABLE IF NOT EXISTS covenant.schema_migrations (
 CREATE TABLE IF NOT EXISTS covenant.schema_repeatables (
     path text PRIMARY KEY,
     checksum text NOT NULL CONSTRAINT schema_repeatables_checksum_sha256
-        CHECK (checksum ~ '^[0-9a-f]{64}$'),
+    CHECK (checksum ~ '^[0-9a-f]{64}$'),
     applied_by text NOT NULL DEFAULT session_user,
     applied_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );

@@ -13,9 +13,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import psycopg
+
 from covenant import embedded
 from covenant.config import env_example, load_settings
+from covenant.demo import print_installation, run_demo
 from covenant.migrate import MigrationError, describe_target, migrate, status
+from covenant.schema import snapshot
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -70,19 +74,25 @@ def _db(args: argparse.Namespace) -> int:
         elif args.db_command == "url":
             found = embedded.load_cluster(args.name)
             if found is None:
-                print(f"covenant db: no cluster named {args.name} (run covenant db up)",
-                      file=sys.stderr)
+                print(
+                    f"covenant db: no cluster named {args.name} (run covenant db up)",
+                    file=sys.stderr,
+                )
                 return 1
             print(found.socket_dsn if args.socket else found.dsn)
         elif args.db_command == "env":
             found = embedded.load_cluster(args.name)
             if found is None:
-                print(f"covenant db: no cluster named {args.name} (run covenant db up)",
-                      file=sys.stderr)
+                print(
+                    f"covenant db: no cluster named {args.name} (run covenant db up)",
+                    file=sys.stderr,
+                )
                 return 1
             # For `eval "$(covenant db env)"`: psql, pg_prove and pgbench read these.
-            print(f"export PGHOST={shlex.quote(found.socket_dir)} PGPORT={found.port} "
-                  f"PGUSER={embedded.SUPERUSER} PGDATABASE=postgres")
+            print(
+                f"export PGHOST={shlex.quote(found.socket_dir)} PGPORT={found.port} "
+                f"PGUSER={embedded.SUPERUSER} PGDATABASE=postgres"
+            )
         elif args.db_command == "tools":
             bindir = embedded.ensure_tools(pgtap=args.pgtap)
             print(bindir)
@@ -104,17 +114,18 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from covenant.db import connect
-    from covenant.schema import snapshot
 
     url = args.database_url or load_settings().database_url
-    with connect(url) as conn:
-        sys.stdout.write(snapshot(conn))
+    try:
+        with psycopg.connect(url) as conn:
+            sys.stdout.write(snapshot(conn))
+    except psycopg.Error as exc:
+        print(f"covenant schema: error: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
-    from covenant.demo import print_installation
 
     url = args.database_url or load_settings().database_url
     try:
@@ -126,7 +137,6 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from covenant.demo import run_demo
 
     url = args.database_url or load_settings().database_url
     try:
@@ -144,9 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="install or upgrade covenant on a database")
     p.add_argument("--database-url", help="default: $COVENANT_DATABASE_URL")
     p.add_argument("--status", action="store_true", help="show applied/pending; change nothing")
-    p.add_argument("--lock-timeout", type=float, metavar="SECONDS",
-                   help="wait this long for the migration lock (default 30, "
-                        "$COVENANT_MIGRATE_LOCK_TIMEOUT_S)")
+    p.add_argument(
+        "--lock-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="wait this long for the migration lock (default 30, $COVENANT_MIGRATE_LOCK_TIMEOUT_S)",
+    )
     p.add_argument("--migrations-dir", help=argparse.SUPPRESS)
     p.add_argument("--sql-dir", help=argparse.SUPPRESS)
     p.set_defaults(func=_migrate)

@@ -50,76 +50,118 @@ class SettingSpec:
 
 SPECS: tuple[SettingSpec, ...] = (
     SettingSpec(
-        "COVENANT_DATABASE_URL", "str", "",
+        "COVENANT_DATABASE_URL",
+        "str",
+        "",
         "PostgreSQL URL for `covenant migrate`, `serve` and the adapters "
         "(postgresql://user:pass@host:port/db).",
     ),
     SettingSpec(
-        "COVENANT_TEST_DATABASE_URL", "str", "",
+        "COVENANT_TEST_DATABASE_URL",
+        "str",
+        "",
         "An existing server for the test suite (needs CREATEDB and CREATEROLE); "
         "empty: testcontainers if a Docker engine answers, else the embedded cluster.",
     ),
     SettingSpec(
-        "COVENANT_ENV", "choice", "development",
+        "COVENANT_ENV",
+        "choice",
+        "development",
         "Deployment environment; `production` forbids contract overrides.",
         choices=("development", "test", "staging", "production"),
     ),
     SettingSpec(
-        "COVENANT_HOME", "str", "",
+        "COVENANT_HOME",
+        "str",
+        "",
         "Directory of embedded clusters; empty: .covenant/ in the checkout.",
     ),
     SettingSpec(
-        "COVENANT_PG_BINDIR", "str", "",
+        "COVENANT_PG_BINDIR",
+        "str",
+        "",
         "Directory of initdb/pg_ctl/postgres for the embedded cluster; "
         "empty: PATH, then pg_config, then /usr/lib/postgresql/*/bin.",
     ),
     SettingSpec(
-        "COVENANT_PG_OS_USER", "str", "",
+        "COVENANT_PG_OS_USER",
+        "str",
+        "",
         "OS user that runs the embedded server when covenant runs as root; "
         "empty: postgres if it exists, else a system user covenant-pg.",
     ),
     SettingSpec(
-        "COVENANT_POOL_MIN_SIZE", "int", 1,
-        "Connections the pool keeps open.", minimum=0, maximum=100,
+        "COVENANT_POOL_MIN_SIZE",
+        "int",
+        1,
+        "Connections the pool keeps open.",
+        minimum=0,
+        maximum=100,
     ),
     SettingSpec(
-        "COVENANT_POOL_MAX_SIZE", "int", 10,
-        "Most connections the pool opens.", minimum=1, maximum=1000,
+        "COVENANT_POOL_MAX_SIZE",
+        "int",
+        10,
+        "Most connections the pool opens.",
+        minimum=1,
+        maximum=1000,
     ),
     SettingSpec(
-        "COVENANT_CONNECT_TIMEOUT_S", "int", 10,
-        "Seconds to wait for a new database connection.", minimum=1, maximum=300,
+        "COVENANT_CONNECT_TIMEOUT_S",
+        "int",
+        10,
+        "Seconds to wait for a new database connection.",
+        minimum=1,
+        maximum=300,
     ),
     SettingSpec(
-        "COVENANT_RETRY_MAX_ATTEMPTS", "int", 3,
+        "COVENANT_RETRY_MAX_ATTEMPTS",
+        "int",
+        3,
         "Tries of a transaction that fails with 40001/40P01 (first try included).",
-        minimum=1, maximum=10,
+        minimum=1,
+        maximum=10,
     ),
     SettingSpec(
-        "COVENANT_RETRY_BASE_DELAY_MS", "int", 20,
+        "COVENANT_RETRY_BASE_DELAY_MS",
+        "int",
+        20,
         "First retry backoff in ms; doubles each try, with full jitter.",
-        minimum=1, maximum=10_000,
+        minimum=1,
+        maximum=10_000,
     ),
     SettingSpec(
-        "COVENANT_MIGRATE_LOCK_TIMEOUT_S", "int", 30,
+        "COVENANT_MIGRATE_LOCK_TIMEOUT_S",
+        "int",
+        30,
         "Seconds `covenant migrate` waits for the migration advisory lock.",
-        minimum=1, maximum=3600,
+        minimum=1,
+        maximum=3600,
     ),
     SettingSpec(
-        "COVENANT_CONTRACT_PATH", "str", "",
+        "COVENANT_CONTRACT_PATH",
+        "str",
+        "",
         "Dynamic contract override file; empty: the contract shipped with the package.",
     ),
     SettingSpec(
-        "COVENANT_ALLOW_CONTRACT_OVERRIDE", "bool", False,
+        "COVENANT_ALLOW_CONTRACT_OVERRIDE",
+        "bool",
+        False,
         "Allow COVENANT_CONTRACT_PATH to replace the shipped contract (never in production).",
     ),
     SettingSpec(
-        "COVENANT_METRICS_PORT", "int", 9464,
+        "COVENANT_METRICS_PORT",
+        "int",
+        9464,
         "Port of `covenant serve` (/health, /health/governance, /metrics).",
-        minimum=1, maximum=65535,
+        minimum=1,
+        maximum=65535,
     ),
     SettingSpec(
-        "COVENANT_LOG_LEVEL", "choice", "INFO",
+        "COVENANT_LOG_LEVEL",
+        "choice",
+        "INFO",
         "Log level of the covenant loggers.",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
     ),
@@ -161,18 +203,14 @@ def parse_int(spec: SettingSpec, raw: str) -> int:
     text = raw.strip()
     if not _DIGITS.fullmatch(text):
         kind = "negative" if re.fullmatch(r"-[0-9]+", text) else "not a whole number"
-        log.warning(
-            "%s=%r is %s; using the default %s", spec.name, raw, kind, spec.default
-        )
+        log.warning("%s=%r is %s; using the default %s", spec.name, raw, kind, spec.default)
         return spec.default
     value = int(text)
     lo = spec.minimum if spec.minimum is not None else value
     hi = spec.maximum if spec.maximum is not None else value
     if value < lo or value > hi:
         clamped = min(max(value, lo), hi)
-        log.warning(
-            "%s=%s is outside %s..%s; clamped to %s", spec.name, value, lo, hi, clamped
-        )
+        log.warning("%s=%s is outside %s..%s; clamped to %s", spec.name, value, lo, hi, clamped)
         return clamped
     return value
 
@@ -195,7 +233,10 @@ def parse_choice(spec: SettingSpec, raw: str) -> str:
             return choice
     log.warning(
         "%s=%r is not one of %s; using the default %s",
-        spec.name, raw, "|".join(spec.choices), spec.default,
+        spec.name,
+        raw,
+        "|".join(spec.choices),
+        spec.default,
     )
     return str(spec.default)
 
@@ -220,7 +261,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if settings.pool_min_size > settings.pool_max_size:
         log.warning(
             "COVENANT_POOL_MIN_SIZE=%s exceeds COVENANT_POOL_MAX_SIZE=%s; using %s for both",
-            settings.pool_min_size, settings.pool_max_size, settings.pool_max_size,
+            settings.pool_min_size,
+            settings.pool_max_size,
+            settings.pool_max_size,
         )
         settings = settings.model_copy(update={"pool_min_size": settings.pool_max_size})
     return settings

@@ -103,20 +103,29 @@ class Connector:
         return random.uniform(0, cap)  # noqa: S311 - jitter, not cryptography
 
     def execute(
-        self, query: LiteralString, params: Sequence[Any] | dict[str, Any] | None = None,
-        *, conn: Conn | None = None,
+        self,
+        query: LiteralString,
+        params: Sequence[Any] | dict[str, Any] | None = None,
+        *,
+        conn: Conn | None = None,
     ) -> None:
         self.run(lambda c: c.execute(query, params), conn=conn)
 
     def fetch_one(
-        self, query: LiteralString, params: Sequence[Any] | dict[str, Any] | None = None,
-        *, conn: Conn | None = None,
+        self,
+        query: LiteralString,
+        params: Sequence[Any] | dict[str, Any] | None = None,
+        *,
+        conn: Conn | None = None,
     ) -> dict[str, Any] | None:
         return self.run(lambda c: c.execute(query, params).fetchone(), conn=conn)
 
     def fetch_all(
-        self, query: LiteralString, params: Sequence[Any] | dict[str, Any] | None = None,
-        *, conn: Conn | None = None,
+        self,
+        query: LiteralString,
+        params: Sequence[Any] | dict[str, Any] | None = None,
+        *,
+        conn: Conn | None = None,
     ) -> list[dict[str, Any]]:
         return self.run(lambda c: c.execute(query, params).fetchall(), conn=conn)
 
@@ -125,8 +134,9 @@ class Connector:
 def connect(url: str, *, autocommit: bool = False, timeout: int = 10) -> Iterator[Conn]:
     """A single connection (rows as dicts) whose errors are covenant exceptions."""
     try:
-        conn = psycopg.connect(url, autocommit=autocommit, row_factory=dict_row,
-                               connect_timeout=timeout)
+        conn = psycopg.connect(
+            url, autocommit=autocommit, row_factory=dict_row, connect_timeout=timeout
+        )
     except psycopg.Error as exc:
         raise translate(exc) from exc
     with conn:

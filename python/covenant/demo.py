@@ -15,8 +15,10 @@ from covenant.migrate import connect, describe_target, migrate, status
 def print_installation(url: str) -> None:
     """Print the roles, the schema and the migration status of ``url``."""
     with connect(url) as conn:
-        print(f"server: PostgreSQL {conn.execute('SHOW server_version').fetchone()[0]}"  # type: ignore[index]
-              f" at {describe_target(url)}")
+        print(
+            f"server: PostgreSQL {conn.execute('SHOW server_version').fetchone()[0]}"  # type: ignore[index]
+            f" at {describe_target(url)}"
+        )
         print("\nroles (cluster-wide):")
         for name, login, superuser, bypassrls, members in conn.execute(
             """
@@ -60,9 +62,11 @@ def print_installation(url: str) -> None:
             "SELECT pg_catalog.has_schema_privilege('public', 'public', 'CREATE')"
         ).fetchone()
         print(f"  PUBLIC may CREATE in schema public: {_yn(public_create and public_create[0])}")
-        codes = conn.execute(
-            "SELECT count(*) FROM covenant.error_codes"
-        ).fetchone() if _has_table(conn, "covenant.error_codes") else None
+        codes = (
+            conn.execute("SELECT count(*) FROM covenant.error_codes").fetchone()
+            if _has_table(conn, "covenant.error_codes")
+            else None
+        )
         print(f"  error codes catalogued: {codes[0] if codes else 0}")
     print("\nmigration status:")
     for line in status(url).render().splitlines():
@@ -83,9 +87,11 @@ def run_demo(url: str) -> None:
     print(f"migrating {describe_target(url)} ...")
     result = migrate(url, progress=lambda msg: print(f"  {msg}"))
     if result.changed_anything:
-        print(f"  applied {len(result.applied)} migration(s) and "
-              f"{len(result.repeatables_applied)} repeatable definition(s) "
-              f"in {result.elapsed_ms} ms")
+        print(
+            f"  applied {len(result.applied)} migration(s) and "
+            f"{len(result.repeatables_applied)} repeatable definition(s) "
+            f"in {result.elapsed_ms} ms"
+        )
     else:
         print("  already up to date")
     second = migrate(url)

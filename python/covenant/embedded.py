@@ -215,8 +215,14 @@ def server_os_user() -> OsUser:
             entry = pwd.getpwnam(name)
             return OsUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
     subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-         FALLBACK_OS_USER],
+        [
+            "useradd",
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            FALLBACK_OS_USER,
+        ],
         check=True,
         capture_output=True,
     )
@@ -500,8 +506,9 @@ def _tail(path: Path, lines: int = 5) -> str:
 def _wait_ready(cluster: Cluster, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(
-            ("127.0.0.1", cluster.port), timeout=1
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", cluster.port), timeout=1),
         ):
             return True
         time.sleep(0.1)
@@ -521,8 +528,15 @@ def stop_cluster(name: str = "dev", *, home: Path | None = None, remove: bool = 
         subprocess.run(
             _as_user(
                 user,
-                [str(Path(cluster.bindir) / "pg_ctl"), "stop", "-w", "-m", "fast", "-D",
-                 cluster.data_dir],
+                [
+                    str(Path(cluster.bindir) / "pg_ctl"),
+                    "stop",
+                    "-w",
+                    "-m",
+                    "fast",
+                    "-D",
+                    cluster.data_dir,
+                ],
             ),
             capture_output=True,
             check=False,

@@ -200,9 +200,7 @@ def _first_line(exc: BaseException) -> str:
 
 def connect(url: str, *, connect_timeout: int = 10) -> psycopg.Connection[tuple[object, ...]]:
     if not url:
-        raise MigrationError(
-            "no database URL: pass --database-url or set COVENANT_DATABASE_URL"
-        )
+        raise MigrationError("no database URL: pass --database-url or set COVENANT_DATABASE_URL")
     try:
         psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
@@ -234,7 +232,9 @@ def _check_server(conn: psycopg.Connection[tuple[object, ...]], minimum: int) ->
 def _migration_lock(
     conn: psycopg.Connection[tuple[object, ...]], timeout_s: float
 ) -> Iterator[None]:
-    conn.execute("SELECT pg_catalog.set_config('lock_timeout', %s, false)", [f"{int(timeout_s * 1000)}ms"])
+    conn.execute(
+        "SELECT pg_catalog.set_config('lock_timeout', %s, false)", [f"{int(timeout_s * 1000)}ms"]
+    )
     try:
         conn.execute("SELECT pg_catalog.pg_advisory_lock(%s)", [LOCK_KEY])
     except psycopg.errors.LockNotAvailable:
@@ -516,4 +516,3 @@ def status(
         rows.append(("repeatable", label, "removed from sql/"))
         pending += 1
     return Status(server_version=version, rows=rows, pending=pending)
-

@@ -27,7 +27,7 @@ _QUERIES: tuple[str, ...] = (
                   'replication=%s inherit=%s',
                   rolname, rolcanlogin, rolsuper, rolbypassrls, rolcreatedb, rolcreaterole,
                   rolreplication, rolinherit)
-    FROM pg_catalog.pg_roles WHERE rolname = ANY(ARRAY['covenant_migrator', 'covenant_app', 'covenant_dba'])
+    FROM pg_catalog.pg_roles WHERE rolname ~ '^covenant_(migrator|app|dba)$'
     """,
     # memberships among covenant roles only
     """
@@ -35,7 +35,8 @@ _QUERIES: tuple[str, ...] = (
     FROM pg_catalog.pg_auth_members AS am
     JOIN pg_catalog.pg_roles AS r ON r.oid = am.roleid
     JOIN pg_catalog.pg_roles AS m ON m.oid = am.member
-    WHERE r.rolname = ANY(ARRAY['covenant_migrator', 'covenant_app', 'covenant_dba']) AND m.rolname = ANY(ARRAY['covenant_migrator', 'covenant_app', 'covenant_dba'])
+    WHERE r.rolname ~ '^covenant_(migrator|app|dba)$'
+      AND m.rolname ~ '^covenant_(migrator|app|dba)$'
     """,
     # schemas
     """
@@ -140,7 +141,7 @@ _QUERIES: tuple[str, ...] = (
                   (SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(d.defaclacl) AS a))
     FROM pg_catalog.pg_default_acl AS d
     LEFT JOIN pg_catalog.pg_namespace AS n ON n.oid = d.defaclnamespace
-    WHERE pg_catalog.pg_get_userbyid(d.defaclrole) = ANY(ARRAY['covenant_migrator', 'covenant_app', 'covenant_dba'])
+    WHERE pg_catalog.pg_get_userbyid(d.defaclrole) ~ '^covenant_(migrator|app|dba)$'
     """,
     # event triggers covenant installs
     """

@@ -69,7 +69,7 @@ def _docker_reason() -> str | None:
         return "testcontainers is not installed (pip install 'covenant[dev]')"
     try:
         docker.from_env(timeout=3).ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
+    except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return f"no Docker engine answers ({first[:120]})"
     return None

@@ -20,7 +20,7 @@ def test_defaults() -> None:
     assert s.env == "development"
 
 
-@pytest.mark.parametrize("raw", ["abc", "1.5", "1e3", "", "  ", "+5", "0x10", "５"])
+@pytest.mark.parametrize("raw", ["abc", "1.5", "1e3", "", "  ", "+5", "0x10", "５"])  # noqa: RUF001 - a non-ASCII digit int() accepts
 def test_non_numbers_fall_back_to_default_with_a_warning(
     raw: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -67,9 +67,18 @@ def test_pool_min_above_max_is_lowered(caplog: pytest.LogCaptureFixture) -> None
     assert "exceeds" in caplog.text
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("true", True), ("TRUE", True), ("1", True),
-                                               ("yes", True), ("false", False), ("0", False),
-                                               ("maybe", False)])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("false", False),
+        ("0", False),
+        ("maybe", False),
+    ],
+)
 def test_booleans(raw: str, expected: bool) -> None:
     assert load_settings({"COVENANT_ALLOW_CONTRACT_OVERRIDE": raw}).allow_contract_override is (
         expected

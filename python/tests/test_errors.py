@@ -104,11 +104,19 @@ def test_docs_table_equals_python_catalogue() -> None:
 
 def test_spec_codes_are_fixed() -> None:
     fixed = {
-        "CV001": "AUDIT_QUARANTINE", "CV002": "IDEMPOTENCY_CONFLICT", "CV003": "EVENT_TIME_SKEW",
-        "CV004": "INVALID_ARGUMENT", "CV005": "NOT_AUTHORIZED", "CV010": "INSUFFICIENT_BALANCE",
-        "CV011": "BUDGET_OVERSPEND", "CV012": "RECEIVABLE_BOUND_EXCEEDED",
-        "CV013": "INVALID_TRANSITION", "CV014": "RESERVATION_UNKNOWN",
-        "CV015": "RESERVATION_EXPIRED", "CV016": "BPS_SUM_INVALID", "CV017": "ACCOUNT_UNKNOWN",
+        "CV001": "AUDIT_QUARANTINE",
+        "CV002": "IDEMPOTENCY_CONFLICT",
+        "CV003": "EVENT_TIME_SKEW",
+        "CV004": "INVALID_ARGUMENT",
+        "CV005": "NOT_AUTHORIZED",
+        "CV010": "INSUFFICIENT_BALANCE",
+        "CV011": "BUDGET_OVERSPEND",
+        "CV012": "RECEIVABLE_BOUND_EXCEEDED",
+        "CV013": "INVALID_TRANSITION",
+        "CV014": "RESERVATION_UNKNOWN",
+        "CV015": "RESERVATION_EXPIRED",
+        "CV016": "BPS_SUM_INVALID",
+        "CV017": "ACCOUNT_UNKNOWN",
     }
     assert {c.code: c.name for c in errors.catalogue()} == fixed
 
@@ -117,13 +125,20 @@ def test_spec_codes_are_fixed() -> None:
 
 
 def _connector(url: str) -> Connector:
-    settings = load_settings({"COVENANT_RETRY_BASE_DELAY_MS": "1", "COVENANT_POOL_MIN_SIZE": "1",
-                              "COVENANT_POOL_MAX_SIZE": "2"})
+    settings = load_settings(
+        {
+            "COVENANT_RETRY_BASE_DELAY_MS": "1",
+            "COVENANT_POOL_MIN_SIZE": "1",
+            "COVENANT_POOL_MAX_SIZE": "2",
+        }
+    )
     return Connector(settings, database_url=url).open()
 
 
-@pytest.mark.parametrize(("sqlstate", "cls"), [("40001", errors.SerializationFailure),
-                                               ("40P01", errors.DeadlockDetected)])
+@pytest.mark.parametrize(
+    ("sqlstate", "cls"),
+    [("40001", errors.SerializationFailure), ("40P01", errors.DeadlockDetected)],
+)
 def test_transient_errors_are_retried_then_surface_typed(
     module_db_url: str, sqlstate: str, cls: type[errors.CovenantError]
 ) -> None:
@@ -132,8 +147,9 @@ def test_transient_errors_are_retried_then_surface_typed(
     def always_fails(c: psycopg.Connection[dict[str, object]]) -> None:
         nonlocal calls
         calls += 1
-        c.execute(f"DO $$ BEGIN RAISE EXCEPTION 'transient' USING ERRCODE = '{sqlstate}'; END $$"
-                  .encode())
+        c.execute(
+            f"DO $$ BEGIN RAISE EXCEPTION 'transient' USING ERRCODE = '{sqlstate}'; END $$".encode()
+        )
 
     with _connector(module_db_url) as db:
         with pytest.raises(cls) as exc:
@@ -152,6 +168,7 @@ def test_a_real_serialization_failure_is_retried_and_succeeds(module_db_url: str
         setup.execute("INSERT INTO public.skew_probe VALUES (1, 0), (2, 0)")
     attempts = 0
     with psycopg.connect(module_db_url) as other, _connector(module_db_url) as db:
+
         def work(c: psycopg.Connection[dict[str, object]]) -> int:
             nonlocal attempts
             attempts += 1

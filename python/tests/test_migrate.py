@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -60,16 +61,15 @@ def _no_leftovers(url: str) -> None:
 
 def test_fresh_install_then_noop(empty_url: str) -> None:
     first = migrate(empty_url)
-    assert first.applied == [f"migrations/{p.name}" for p in
-                             sorted((ROOT / "migrations").glob("*.sql"))]
+    assert first.applied == [
+        f"migrations/{p.name}" for p in sorted((ROOT / "migrations").glob("*.sql"))
+    ]
     assert first.repeatables_applied, "repeatable definitions were applied"
     assert first.server_version >= 140000
     second = migrate(empty_url)
     assert not second.changed_anything
     assert _scalar(empty_url, "SELECT count(*) FROM covenant.schema_migrations") == MIGRATION_COUNT
-    assert _scalar(
-        empty_url, "SELECT count(*) FROM pg_extension WHERE extname = 'pgcrypto'"
-    ) == 1
+    assert _scalar(empty_url, "SELECT count(*) FROM pg_extension WHERE extname = 'pgcrypto'") == 1
     roles = _scalar(
         empty_url,
         "SELECT array_agg(rolname ORDER BY rolname) FROM pg_roles WHERE rolname LIKE 'covenant%'",
@@ -122,7 +122,7 @@ def test_concurrent_runs_in_threads_apply_each_migration_once(empty_url: str) ->
     def run() -> None:
         try:
             results.append(migrate(empty_url))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(4)]
@@ -164,7 +164,8 @@ def test_new_migration_is_applied_on_upgrade(empty_url: str, sql_tree: Path) -> 
     result = migrate(empty_url, sql_root=sql_tree)
     assert result.applied == [f"migrations/{n:04d}_add_probe.sql"]
     owner = _scalar(
-        empty_url, "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'covenant.probe'::regclass"
+        empty_url,
+        "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'covenant.probe'::regclass",
     )
     assert owner == "covenant_migrator"
 
@@ -231,7 +232,9 @@ def test_renamed_and_removed_migrations_are_refused(empty_url: str, sql_tree: Pa
             "VALUES (9999, 'from_the_future', repeat('0', 64), 0)"
         )
     renamed.rename(first)
-    with pytest.raises(MigrationError, match="9999_from_the_future.sql, which is not in"):
+    with pytest.raises(
+        MigrationError, match=re.escape("9999_from_the_future.sql, which is not in")
+    ):
         migrate(empty_url, sql_root=sql_tree)
 
 
@@ -293,7 +296,7 @@ def test_failed_repeatable_changes_nothing(empty_url: str, sql_tree: Path) -> No
     )
     raise_sql = sql_tree / "sql" / "functions" / "raise.sql"
     raise_sql.write_text(raise_sql.read_text().replace("unknown error name", "UNKNOWN NAME"))
-    with pytest.raises(MigrationError, match="sql/functions/zz_broken.sql failed"):
+    with pytest.raises(MigrationError, match=re.escape("sql/functions/zz_broken.sql failed")):
         migrate(empty_url, sql_root=sql_tree)
     src = str(_scalar(empty_url, "SELECT prosrc FROM pg_proc WHERE proname = '_raise'"))
     assert "unknown error name" in src, "the set is one transaction: raise.sql was rolled back"
@@ -381,9 +384,18 @@ def test_cli_prints_one_line_and_exits_nonzero(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     proc = subprocess.run(
-        [sys.executable, "-m", "covenant.cli", "migrate", "--database-url",
-         f"postgresql://postgres:secret@127.0.0.1:{port}/db"],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "covenant.cli",
+            "migrate",
+            "--database-url",
+            f"postgresql://postgres:secret@127.0.0.1:{port}/db",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
@@ -395,8 +407,9 @@ def test_cli_prints_one_line_and_exits_nonzero(tmp_path: Path) -> None:
 def test_cli_status_and_migrate(empty_url: str) -> None:
     env = dict(os.environ, COVENANT_DATABASE_URL=empty_url)
     run = [sys.executable, "-m", "covenant.cli", "migrate"]
-    pending = subprocess.run([*run, "--status"], env=env, capture_output=True, text=True,
-                             check=True)
+    pending = subprocess.run(
+        [*run, "--status"], env=env, capture_output=True, text=True, check=True
+    )
     assert "pending (run covenant migrate)" in pending.stdout
     done = subprocess.run(run, env=env, capture_output=True, text=True, check=True)
     assert "covenant migrate: done:" in done.stdout

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import shutil
+import tempfile
+from pathlib import Path
 
 import psycopg
 from conftest import ROOT
@@ -54,8 +57,10 @@ def test_fresh_database_matches_committed_snapshot(migrated_url: str) -> None:
     committed = SNAPSHOT.read_text()
     diff = "".join(
         difflib.unified_diff(
-            committed.splitlines(keepends=True), current.splitlines(keepends=True),
-            "docs/schema-snapshot.txt", "fresh database",
+            committed.splitlines(keepends=True),
+            current.splitlines(keepends=True),
+            "docs/schema-snapshot.txt",
+            "fresh database",
         )
     )
     assert current == committed, f"schema drift (make schema-snapshot if intended):\n{diff}"
@@ -76,10 +81,6 @@ def test_upgrade_from_every_earlier_version_matches_fresh(server, template_db: s
 
     k = N is included: an up-to-date database that is migrated again.
     """
-    import shutil
-    import tempfile
-    from pathlib import Path
-
     with psycopg.connect(server.url_for(template_db)) as conn:
         fresh = snapshot(conn)
     migrations = sorted((ROOT / "migrations").glob("*.sql"))
@@ -122,8 +123,10 @@ def test_foreign_key_check_catches_a_misdirected_key(
         "o integer CONSTRAINT notes_outside_fk REFERENCES public.outside)"
     )
     problems = foreign_key_problems(conn)
-    assert "covenant.lots.lots_account_fk: expected to reference None, references " \
+    assert (
+        "covenant.lots.lots_account_fk: expected to reference None, references "
         "covenant.accounts_old" in problems
+    )
     assert any("references outside outside schema covenant" in p for p in problems)
 
 

@@ -7,18 +7,26 @@ SELECT has_role('covenant_app');
 SELECT has_role('covenant_dba');
 
 SELECT is(
-    (SELECT rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = r), FALSE, r || ' is NOLOGIN'
+    (
+        SELECT rolcanlogin FROM pg_catalog.pg_roles
+        WHERE rolname = r
+    ), FALSE, r || ' is NOLOGIN'
 ) FROM unnest(ARRAY['covenant_migrator', 'covenant_app', 'covenant_dba']) AS r;
 
 SELECT isnt_superuser(r) FROM unnest(ARRAY['covenant_migrator', 'covenant_app', 'covenant_dba']) AS r;
 
 SELECT is(
-    (SELECT rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = r), FALSE, r || ' is NOBYPASSRLS'
+    (
+        SELECT rolbypassrls FROM pg_catalog.pg_roles
+        WHERE rolname = r
+    ), FALSE, r || ' is NOBYPASSRLS'
 ) FROM unnest(ARRAY['covenant_migrator', 'covenant_app', 'covenant_dba']) AS r;
 
 SELECT is(
-    (SELECT rolcreaterole OR rolcreatedb OR rolreplication FROM pg_catalog.pg_roles
-     WHERE rolname = r),
+    (
+        SELECT rolcreaterole OR rolcreatedb OR rolreplication FROM pg_catalog.pg_roles
+        WHERE rolname = r
+    ),
     FALSE, r || ' has no CREATEROLE, CREATEDB or REPLICATION'
 ) FROM unnest(ARRAY['covenant_migrator', 'covenant_app', 'covenant_dba']) AS r;
 

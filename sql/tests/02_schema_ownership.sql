@@ -33,9 +33,11 @@ SELECT results_eq(
     'a table owned by another role is reported'
 );
 SELECT is(
-    (SELECT count(*)::integer FROM pg_catalog.pg_class AS c
-     JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
-     WHERE n.nspname = 'covenant' AND c.relname = 'error_codes'),
+    (
+        SELECT count(*)::integer FROM pg_catalog.pg_class AS c
+        INNER JOIN pg_catalog.pg_namespace AS n ON c.relnamespace = n.oid
+        WHERE n.nspname = 'covenant' AND c.relname = 'error_codes'
+    ),
     1,
     'the error-code catalogue is installed'
 );

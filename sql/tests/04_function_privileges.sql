@@ -12,13 +12,14 @@ SELECT is_empty(
 SELECT ok(
     EXISTS (
         SELECT FROM pg_catalog.pg_default_acl AS d
-        WHERE d.defaclrole = 'covenant_migrator'::regrole
-          AND d.defaclnamespace = 0
-          AND d.defaclobjtype = 'f'
-          AND NOT EXISTS (
-              SELECT FROM aclexplode(d.defaclacl) AS a
-              WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'
-          )
+        WHERE
+            d.defaclrole = 'covenant_migrator'::regrole
+            AND d.defaclnamespace = 0
+            AND d.defaclobjtype = 'f'
+            AND NOT EXISTS (
+                SELECT FROM aclexplode(d.defaclacl) AS a
+                WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'
+            )
     ),
     'default privileges of covenant_migrator grant PUBLIC no EXECUTE on functions'
 );

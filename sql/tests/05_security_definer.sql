@@ -39,9 +39,10 @@ SELECT ok(
 SELECT ok(
     NOT EXISTS (
         SELECT FROM pg_catalog.pg_proc AS p
-        JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
-        WHERE n.nspname = 'covenant' AND p.prosecdef
-          AND pg_catalog.pg_get_userbyid(p.proowner) <> 'covenant_migrator'
+        INNER JOIN pg_catalog.pg_namespace AS n ON p.pronamespace = n.oid
+        WHERE
+            n.nspname = 'covenant' AND p.prosecdef
+            AND pg_catalog.pg_get_userbyid(p.proowner) <> 'covenant_migrator'
     ),
     'every SECURITY DEFINER function runs as covenant_migrator (no superuser-owned definers)'
 );
