@@ -4,18 +4,19 @@ SHELL := /bin/bash
 COVENANT := .venv/bin/covenant
 DB_NAME ?= dev
 
-.PHONY: help demo test install lint fmt pgtap pytest db-up db-down db-url schema-snapshot env-example clean
+.PHONY: help demo test install venv lint fmt pgtap pytest db-up db-down db-url schema-snapshot env-example clean
 
 help:
 	@echo "make demo             start the embedded PostgreSQL, migrate, show what covenant installed"
 	@echo "make test             lint + pgTAP + pytest on a throwaway cluster"
 	@echo "make install          .venv with covenant and its dev tools; server binaries and pgTAP"
 	@echo "make lint             sqlfluff, ruff, mypy --strict"
+	@echo "make pgtap / pytest   one suite, against the embedded cluster"
 	@echo "make db-up / db-down  start / stop the embedded cluster under .covenant/$(DB_NAME)"
 	@echo "make schema-snapshot  rewrite docs/schema-snapshot.txt after an intended schema change"
 	@echo "make env-example      rewrite .env.example from python/covenant/config.py"
 
-demo: install
+demo: venv
 	@$(COVENANT) db up --name $(DB_NAME) >/dev/null
 	@$(COVENANT) demo --database-url "$$($(COVENANT) db url --name $(DB_NAME))"
 	@echo
@@ -27,6 +28,9 @@ test:
 install:
 	@bash scripts/bootstrap.sh --pgtap
 
+venv:
+	@bash scripts/bootstrap.sh
+
 lint: install
 	@bash scripts/lint.sh
 
@@ -35,10 +39,14 @@ fmt: install
 	.venv/bin/ruff check --fix python
 	.venv/bin/sqlfluff fix --processes 2 migrations sql
 
-pytest: install
+pgtap: install
+	@$(COVENANT) db up --name $(DB_NAME) >/dev/null
+	@eval "$$($(COVENANT) db env --name $(DB_NAME))" && bash scripts/pgtap.sh
+
+pytest: venv
 	.venv/bin/python -m pytest
 
-db-up: install
+db-up: venv
 	@$(COVENANT) db up --name $(DB_NAME)
 
 db-down:
@@ -47,11 +55,11 @@ db-down:
 db-url:
 	@$(COVENANT) db url --name $(DB_NAME)
 
-schema-snapshot: install
+schema-snapshot: venv
 	@bash scripts/schema_snapshot.sh > docs/schema-snapshot.txt
 	@echo "wrote docs/schema-snapshot.txt"
 
-env-example: install
+env-example: venv
 	@$(COVENANT) config example > .env.example
 
 clean:

@@ -2,7 +2,7 @@
 # Lint: sqlfluff over migrations/ and sql/, ruff and mypy --strict over the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/sqlfluff lint --processes 2 migrations sql
-.venv/bin/ruff check python
-.venv/bin/ruff format --check python
+.venv/bin/sqlfluff lint migrations sql
+.venv/bin/ruff check python bench
+.venv/bin/ruff format --check python bench
 .venv/bin/mypy
