@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 db="covenant_tap_$$"
 export PGDATABASE=postgres
+export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"
 psql -X -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS ${db}" -c "CREATE DATABASE ${db}"
 trap 'psql -X -q -c "DROP DATABASE IF EXISTS ${db}" >/dev/null 2>&1 || true' EXIT
 
