@@ -7,12 +7,18 @@
 -- own bookkeeping tables. Everything else is a numbered migration or a
 -- repeatable definition under sql/.
 
+-- Nothing here may resolve through the login's search_path: a function
+-- planted in a writable schema (say public.pg_catalog.format(text, text) in a database
+-- upgraded from PostgreSQL 14) would otherwise run with this login's rights.
+SET LOCAL search_path = pg_catalog, pg_temp;
+
 -- 1. Roles (cluster-wide). A concurrent bootstrap in another database of the
---    same cluster may create a role between our check and our CREATE, hence
---    the duplicate_object handler.
+--    same cluster may create a role between our check and our CREATE (the
+--    migration lock is per database), hence the handler.
 DO $bootstrap$
 DECLARE
     v_role text;
+    v_can_set boolean;
 BEGIN
     FOREACH v_role IN ARRAY ARRAY['covenant_migrator', 'covenant_app', 'covenant_dba'] LOOP
         IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = v_role) THEN
@@ -23,11 +29,13 @@ BEGIN
                           HINT = 'run covenant migrate as a role with CREATEROLE (or a superuser) once';
             END IF;
             BEGIN
-                EXECUTE format(
+                EXECUTE pg_catalog.format(
                     'CREATE ROLE %I NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION',
                     v_role
                 );
-            EXCEPTION WHEN duplicate_object THEN
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                -- created concurrently by a run on another database of this
+                -- cluster (which surfaces as either error)
                 NULL;
             END;
         END IF;
@@ -39,7 +47,7 @@ BEGIN
                    OR rolreplication)
         ) THEN
             BEGIN
-                EXECUTE format(
+                EXECUTE pg_catalog.format(
                     'ALTER ROLE %I NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION',
                     v_role
                 );
@@ -47,23 +55,41 @@ BEGIN
                 RAISE EXCEPTION 'role % has attributes covenant forbids and % cannot reset them',
                     v_role, current_user
                     USING ERRCODE = '42501',
-                          HINT = format(
+                          HINT = pg_catalog.format(
                               'a superuser must run: ALTER ROLE %I NOLOGIN NOSUPERUSER NOBYPASSRLS '
                               'NOCREATEDB NOCREATEROLE NOREPLICATION', v_role);
             END;
         END IF;
     END LOOP;
 
-    -- The deploying login must be able to SET ROLE covenant_migrator.
-    IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
-       AND NOT pg_catalog.pg_has_role(current_user, 'covenant_migrator', 'MEMBER') THEN
-        BEGIN
-            EXECUTE format('GRANT covenant_migrator TO %I', current_user);
-        EXCEPTION WHEN insufficient_privilege THEN
-            RAISE EXCEPTION '% is not a member of covenant_migrator and cannot grant it', current_user
-                USING ERRCODE = '42501',
-                      HINT = format('a superuser must run: GRANT covenant_migrator TO %I', current_user);
-        END;
+    -- The deploying login must be able to SET ROLE covenant_migrator. On
+    -- PostgreSQL 16+ a CREATEROLE creator holds the role WITH ADMIN but
+    -- without SET or INHERIT, so MEMBER is not enough: ask for SET.
+    IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+        IF pg_catalog.current_setting('server_version_num')::integer >= 160000 THEN
+            EXECUTE 'SELECT pg_catalog.pg_has_role(current_user, ''covenant_migrator'', ''SET'')'
+                INTO v_can_set;
+        ELSE
+            v_can_set := pg_catalog.pg_has_role(current_user, 'covenant_migrator', 'MEMBER');
+        END IF;
+        IF NOT v_can_set THEN
+            BEGIN
+                IF pg_catalog.current_setting('server_version_num')::integer >= 160000 THEN
+                    EXECUTE pg_catalog.format(
+                        'GRANT covenant_migrator TO %I WITH INHERIT TRUE, SET TRUE', current_user
+                    );
+                ELSE
+                    EXECUTE pg_catalog.format('GRANT covenant_migrator TO %I', current_user);
+                END IF;
+            EXCEPTION WHEN insufficient_privilege THEN
+                RAISE EXCEPTION '% is not a member of covenant_migrator and cannot grant it',
+                    current_user
+                    USING ERRCODE = '42501',
+                          HINT = pg_catalog.format(
+                              'a superuser must run: GRANT covenant_migrator TO %I', current_user
+                          );
+            END;
+        END IF;
     END IF;
 END
 $bootstrap$;
@@ -75,7 +101,7 @@ BEGIN
        AND NOT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'covenant') THEN
         RAISE EXCEPTION '% has no CREATE privilege on database %', current_user, pg_catalog.current_database()
             USING ERRCODE = '42501',
-                  HINT = format('a superuser must run: GRANT CREATE ON DATABASE %I TO %I',
+                  HINT = pg_catalog.format('a superuser must run: GRANT CREATE ON DATABASE %I TO %I',
                                 pg_catalog.current_database(), current_user);
     END IF;
 END
@@ -109,13 +135,17 @@ BEGIN
         EXCEPTION WHEN insufficient_privilege THEN
             RAISE EXCEPTION 'PUBLIC can CREATE in schema public and % cannot revoke it', current_user
                 USING ERRCODE = '42501',
-                      HINT = 'the database owner must run: REVOKE CREATE ON SCHEMA public FROM PUBLIC';
+                      HINT = 'the owner of schema public (the database owner on PostgreSQL 15+, '
+                             'the bootstrap superuser on 14) must run: '
+                             'REVOKE CREATE ON SCHEMA public FROM PUBLIC';
         END;
         -- REVOKE by a non-owner only warns; check that it took.
         IF pg_catalog.has_schema_privilege('public', 'public', 'CREATE') THEN
             RAISE EXCEPTION 'PUBLIC can CREATE in schema public and % cannot revoke it', current_user
                 USING ERRCODE = '42501',
-                      HINT = 'the database owner must run: REVOKE CREATE ON SCHEMA public FROM PUBLIC';
+                      HINT = 'the owner of schema public (the database owner on PostgreSQL 15+, '
+                             'the bootstrap superuser on 14) must run: '
+                             'REVOKE CREATE ON SCHEMA public FROM PUBLIC';
         END IF;
     END IF;
 END

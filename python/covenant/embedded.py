@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from covenant.config import load_settings
+
 log = logging.getLogger("covenant.embedded")
 
 SUPERUSER = "postgres"
@@ -61,9 +63,9 @@ def _is_debian() -> bool:
 
 def default_home() -> Path:
     """Where clusters live: ``$COVENANT_HOME`` or ``.covenant`` in the checkout."""
-    env = os.environ.get("COVENANT_HOME")
-    if env:
-        return Path(env).resolve()
+    home = load_settings().home
+    if home:
+        return Path(home).resolve()
     return (project_root() / ".covenant").resolve()
 
 
@@ -88,9 +90,9 @@ def find_bindir() -> Path | None:
     off PATH).
     """
     candidates: list[Path] = []
-    env = os.environ.get("COVENANT_PG_BINDIR")
-    if env:
-        candidates.append(Path(env))
+    override = load_settings().pg_bindir
+    if override:
+        candidates.append(Path(override))
     pg_ctl = shutil.which("pg_ctl")
     if pg_ctl:
         candidates.append(Path(pg_ctl).resolve().parent)
@@ -208,7 +210,7 @@ def server_os_user() -> OsUser:
     if not _is_root():
         entry = pwd.getpwuid(os.geteuid())
         return OsUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
-    for name in (os.environ.get("COVENANT_PG_OS_USER"), "postgres", FALLBACK_OS_USER):
+    for name in (load_settings().pg_os_user, "postgres", FALLBACK_OS_USER):
         if not name:
             continue
         with contextlib.suppress(KeyError):

@@ -13,8 +13,9 @@ One run (``covenant migrate``), under a session advisory lock:
 6. apply each pending migration in its own transaction, as
    ``covenant_migrator``, recording its checksum in the same transaction;
 7. if any file under ``sql/functions``, ``sql/triggers``, ``sql/policies``
-   changed (or is new or gone), re-apply all of them in that order (by file
-   name within a directory) in one transaction, and record their checksums;
+   changed (or is new or gone), or any migration was applied, re-apply all of
+   them in that order (by file name within a directory) in one transaction,
+   and record their checksums;
 8. unlock and close the connection, on every path.
 
 Repeatables run after the versioned migrations, so a migration must never
@@ -206,7 +207,7 @@ def connect(url: str, *, connect_timeout: int = 10) -> psycopg.Connection[tuple[
     except psycopg.ProgrammingError as exc:
         raise MigrationError(f"malformed database URL: {_first_line(exc)}") from None
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             url,
             autocommit=True,
             application_name=APPLICATION_NAME,
@@ -216,6 +217,10 @@ def connect(url: str, *, connect_timeout: int = 10) -> psycopg.Connection[tuple[
         raise MigrationError(
             f"cannot connect to {describe_target(url)}: {_first_line(exc)}"
         ) from None
+    # The runner's own queries must not resolve through the login's search
+    # path (a function planted in a writable schema would run as this login).
+    conn.execute("SET search_path = pg_catalog, pg_temp")
+    return conn
 
 
 def _check_server(conn: psycopg.Connection[tuple[object, ...]], minimum: int) -> int:
@@ -438,6 +443,8 @@ def migrate(
     migrations = discover_migrations(migrations_dir or root / "migrations")
     sql_folder = sql_dir or root / "sql"
     repeatables = discover_repeatables(sql_folder)
+    if not lock_timeout_s >= 0.001:  # also refuses NaN
+        raise MigrationError(f"lock timeout must be at least 0.001 s, got {lock_timeout_s!r}")
     say = progress or (lambda _msg: None)
     started = time.monotonic()
     with connect(database_url, connect_timeout=connect_timeout_s) as conn:
@@ -450,7 +457,9 @@ def migrate(
                     say(f"applying {migration.label}")
                     _apply_migration(conn, migration)
                     result.applied.append(migration.label)
-                if plan.repeatables_changed or plan.repeatables_removed:
+                # After any migration the whole set is re-applied too: a
+                # migration that recreated a table or function dropped its grants.
+                if plan.repeatables_changed or plan.repeatables_removed or result.applied:
                     for label in plan.repeatables_changed:
                         say(f"changed {label}")
                     for label in plan.repeatables_removed:
@@ -460,6 +469,8 @@ def migrate(
                     result.repeatables_applied = [f.label for f in plan.repeatables]
         except psycopg.OperationalError as exc:
             raise MigrationError(f"lost the connection: {_first_line(exc)}") from None
+        except psycopg.Error as exc:
+            raise _db_error("covenant migrate", exc) from None
     result.elapsed_ms = int((time.monotonic() - started) * 1000)
     return result
 
@@ -478,17 +489,20 @@ def status(
     repeatables = discover_repeatables(sql_dir or root / "sql")
     with connect(database_url, connect_timeout=connect_timeout_s) as conn:
         version = conn.info.server_version
-        applied = _read_applied(conn)
-        recorded = _read_repeatables(conn)
-        applied_at = {}
-        if applied:
-            applied_at = {
-                int(str(v)): str(t)
-                for v, t in conn.execute(
-                    "SELECT version, to_char(applied_at AT TIME ZONE 'UTC', "
-                    "'YYYY-MM-DD HH24:MI:SS\"Z\"') FROM covenant.schema_migrations"
-                ).fetchall()
-            }
+        try:
+            applied = _read_applied(conn)
+            recorded = _read_repeatables(conn)
+            applied_at = {}
+            if applied:
+                applied_at = {
+                    int(str(v)): str(t)
+                    for v, t in conn.execute(
+                        "SELECT version, to_char(applied_at AT TIME ZONE 'UTC', "
+                        "'YYYY-MM-DD HH24:MI:SS\"Z\"') FROM covenant.schema_migrations"
+                    ).fetchall()
+                }
+        except psycopg.Error as exc:
+            raise _db_error("covenant migrate --status", exc) from None
     rows: list[tuple[str, str, str]] = []
     pending = 0
     for m in migrations:

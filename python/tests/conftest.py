@@ -26,6 +26,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from covenant import embedded
+from covenant.config import load_settings
 from covenant.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +82,7 @@ _SERVER: Server | None = None
 @pytest.fixture(scope="session")
 def server() -> Iterator[Server]:
     global _SERVER  # noqa: PLW0603 - shared with the report header
-    url = os.environ.get("COVENANT_TEST_DATABASE_URL", "").strip()
+    url = load_settings().test_database_url
     if url:
         _SERVER = Server(admin_url=url, backend="COVENANT_TEST_DATABASE_URL")
         yield _SERVER
@@ -109,8 +110,9 @@ def server() -> Iterator[Server]:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    if os.environ.get("COVENANT_TEST_DATABASE_URL"):
-        target = conninfo_to_dict(os.environ["COVENANT_TEST_DATABASE_URL"])
+    url = load_settings().test_database_url
+    if url:
+        target = conninfo_to_dict(url)
         return [f"database: COVENANT_TEST_DATABASE_URL ({target.get('host')}:{target.get('port')})"]
     reason = _docker_reason()
     if reason is None:

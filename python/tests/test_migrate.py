@@ -163,11 +163,105 @@ def test_new_migration_is_applied_on_upgrade(empty_url: str, sql_tree: Path) -> 
     )
     result = migrate(empty_url, sql_root=sql_tree)
     assert result.applied == [f"migrations/{n:04d}_add_probe.sql"]
+    assert result.repeatables_applied, "a migration re-applies the repeatable set"
     owner = _scalar(
         empty_url,
         "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'covenant.probe'::regclass",
     )
     assert owner == "covenant_migrator"
+
+
+def test_grants_survive_a_migration_that_recreates_a_table(empty_url: str, sql_tree: Path) -> None:
+    migrate(empty_url, sql_root=sql_tree)
+    n = MIGRATION_COUNT + 1
+    (sql_tree / "migrations" / f"{n:04d}_rebuild_error_codes.sql").write_text(
+        "CREATE TABLE covenant.error_codes_new (LIKE covenant.error_codes INCLUDING ALL);\n"
+        "INSERT INTO covenant.error_codes_new SELECT * FROM covenant.error_codes;\n"
+        "DROP TABLE covenant.error_codes;\n"
+        "ALTER TABLE covenant.error_codes_new RENAME TO error_codes;\n"
+    )
+    migrate(empty_url, sql_root=sql_tree)
+    assert _scalar(
+        empty_url, "SELECT has_table_privilege('covenant_app', 'covenant.error_codes', 'SELECT')"
+    ), "sql/policies was re-applied after the migration"
+
+
+def test_planted_function_does_not_run(tmp_path: Path) -> None:
+    """A function planted in a PUBLIC-writable schema public never runs as the migrating login.
+
+    A fresh cluster, so that the bootstrap really creates the roles (the path
+    that formats SQL), and a database where PUBLIC may CREATE in public, as one
+    created under PostgreSQL 14 is.
+    """
+    if embedded.find_bindir() is None:
+        pytest.skip("no PostgreSQL server binaries for a private cluster")
+    cluster = embedded.start_cluster("planted", home=tmp_path, fast=True)
+    try:
+        with psycopg.connect(cluster.dsn, autocommit=True) as admin:
+            admin.execute("CREATE DATABASE victim")
+        url = cluster.dsn_for("victim")
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+            admin.execute("CREATE ROLE mallory LOGIN")
+            admin.execute("SET ROLE mallory")
+            body = "BEGIN EXECUTE 'ALTER ROLE mallory SUPERUSER'; RETURN ''; END"
+            for signature in (
+                "format(text, text)",
+                "format(text, text, text)",
+                "format(text, name)",
+                "to_regclass(text)",
+            ):
+                admin.execute(
+                    f"CREATE FUNCTION public.{signature} RETURNS text LANGUAGE plpgsql "
+                    f"AS $${body}$$".encode()
+                )
+            admin.execute("RESET ROLE")
+        migrate(url)
+        status(url)
+        with psycopg.connect(url) as check:
+            assert check.execute(
+                "SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'"
+            ).fetchone() == (False,)
+            assert check.execute(
+                "SELECT has_schema_privilege('public', 'public', 'CREATE')"
+            ).fetchone() == (False,)
+    finally:
+        embedded.stop_cluster("planted", home=tmp_path, remove=True)
+
+
+def test_concurrent_first_installs_on_two_databases_of_a_fresh_cluster(
+    tmp_path: Path,
+) -> None:
+    """Role creation races between databases (the migration lock is per database)."""
+    if embedded.find_bindir() is None:
+        pytest.skip("no PostgreSQL server binaries for a private cluster")
+    cluster = embedded.start_cluster("race", home=tmp_path, fast=True)
+    try:
+        for attempt in range(4):
+            dbs = [f"race_{attempt}_a", f"race_{attempt}_b"]
+            with psycopg.connect(cluster.dsn, autocommit=True) as admin:
+                for db in dbs:
+                    admin.execute(f"CREATE DATABASE {db}".encode())
+            errors: list[BaseException] = []
+
+            def run(db: str) -> None:
+                try:
+                    migrate(cluster.dsn_for(db))
+                except BaseException as exc:  # noqa: BLE001 - collected and asserted
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=run, args=(db,)) for db in dbs]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert errors == [], f"attempt {attempt}: {errors}"
+            with psycopg.connect(cluster.dsn, autocommit=True) as admin:
+                for db in dbs:
+                    admin.execute(f"DROP DATABASE {db}".encode())
+                admin.execute("DROP ROLE covenant_app, covenant_dba, covenant_migrator")
+    finally:
+        embedded.stop_cluster("race", home=tmp_path, remove=True)
 
 
 def test_non_superuser_deployer_with_createrole(tmp_path: Path) -> None:
@@ -370,6 +464,30 @@ def test_server_older_than_minimum_is_refused(empty_url: str) -> None:
         migrate(empty_url, min_server_version=too_new)
     assert f"covenant needs PostgreSQL {too_new // 10000} or newer" in str(exc.value)
     assert not _schema_exists(empty_url)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, 0.0001, float("nan")])
+def test_bad_lock_timeout_is_refused(empty_url: str, timeout: float) -> None:
+    with pytest.raises(MigrationError, match="lock timeout must be at least 0.001 s"):
+        migrate(empty_url, lock_timeout_s=timeout)
+    assert not _schema_exists(empty_url)
+
+
+def test_status_without_privileges_is_one_clear_error(server: Server, migrated_url: str) -> None:
+    role = f"cv_app_{uuid.uuid4().hex[:8]}"
+    with server.admin() as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'app-pw' IN ROLE covenant_app".encode())
+    try:
+        url = psycopg.conninfo.make_conninfo(
+            migrated_url, user=role, password="app-pw", host="127.0.0.1"
+        )
+        with pytest.raises(MigrationError, match=r"--status: 42501: permission denied"):
+            status(url)
+        with pytest.raises(MigrationError, match="42501"):
+            migrate(url)
+    finally:
+        with server.admin() as admin:
+            admin.execute(f"DROP ROLE {role}".encode())
 
 
 def test_malformed_and_missing_urls() -> None:
