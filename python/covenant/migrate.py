@@ -427,6 +427,29 @@ def _apply_repeatables(conn: psycopg.Connection[tuple[object, ...]], plan: Plan)
         raise _db_error(f"{where} failed; no repeatable definition was changed", exc) from None
 
 
+def _apply_plan(
+    conn: psycopg.Connection[tuple[object, ...]],
+    plan: Plan,
+    result: MigrateResult,
+    say: Callable[[str], None],
+) -> None:
+    for migration in plan.pending:
+        say(f"applying {migration.label}")
+        _apply_migration(conn, migration)
+        result.applied.append(migration.label)
+    # After any migration the whole set is re-applied too: a migration that
+    # recreated a table or function dropped its grants.
+    if not (plan.repeatables_changed or plan.repeatables_removed or result.applied):
+        return
+    for label in plan.repeatables_changed:
+        say(f"changed {label}")
+    for label in plan.repeatables_removed:
+        say(f"removed {label} (its objects stay until a migration drops them)")
+    say(f"re-applying {len(plan.repeatables)} repeatable definitions")
+    _apply_repeatables(conn, plan)
+    result.repeatables_applied = [f.label for f in plan.repeatables]
+
+
 def migrate(
     database_url: str,
     *,
@@ -452,21 +475,7 @@ def migrate(
         try:
             with _migration_lock(conn, lock_timeout_s):
                 _bootstrap(conn, sql_folder)
-                plan = _plan(conn, migrations, repeatables)
-                for migration in plan.pending:
-                    say(f"applying {migration.label}")
-                    _apply_migration(conn, migration)
-                    result.applied.append(migration.label)
-                # After any migration the whole set is re-applied too: a
-                # migration that recreated a table or function dropped its grants.
-                if plan.repeatables_changed or plan.repeatables_removed or result.applied:
-                    for label in plan.repeatables_changed:
-                        say(f"changed {label}")
-                    for label in plan.repeatables_removed:
-                        say(f"removed {label} (its objects stay until a migration drops them)")
-                    say(f"re-applying {len(plan.repeatables)} repeatable definitions")
-                    _apply_repeatables(conn, plan)
-                    result.repeatables_applied = [f.label for f in plan.repeatables]
+                _apply_plan(conn, _plan(conn, migrations, repeatables), result, say)
         except psycopg.OperationalError as exc:
             raise MigrationError(f"lost the connection: {_first_line(exc)}") from None
         except psycopg.Error as exc:
@@ -492,7 +501,7 @@ def status(
         try:
             applied = _read_applied(conn)
             recorded = _read_repeatables(conn)
-            applied_at = {}
+            applied_at: dict[int, str] = {}
             if applied:
                 applied_at = {
                     int(str(v)): str(t)
@@ -503,6 +512,16 @@ def status(
                 }
         except psycopg.Error as exc:
             raise _db_error("covenant migrate --status", exc) from None
+    rows, pending = _migration_rows(migrations, applied, applied_at)
+    more_rows, more_pending = _repeatable_rows(repeatables, recorded)
+    return Status(server_version=version, rows=rows + more_rows, pending=pending + more_pending)
+
+
+def _migration_rows(
+    migrations: list[Migration],
+    applied: dict[int, tuple[str, str]],
+    applied_at: dict[int, str],
+) -> tuple[list[tuple[str, str, str]], int]:
     rows: list[tuple[str, str, str]] = []
     pending = 0
     for m in migrations:
@@ -516,6 +535,14 @@ def status(
     for v, (name, _) in sorted(applied.items()):
         if v > len(migrations):
             rows.append(("migration", f"{v:04d}_{name}.sql", "applied, file MISSING"))
+    return rows, pending
+
+
+def _repeatable_rows(
+    repeatables: list[SqlFile], recorded: dict[str, str]
+) -> tuple[list[tuple[str, str, str]], int]:
+    rows: list[tuple[str, str, str]] = []
+    pending = 0
     for f in repeatables:
         state = recorded.get(f.label)
         if state is None:
@@ -529,4 +556,4 @@ def status(
     for label in sorted(set(recorded) - {f.label for f in repeatables}):
         rows.append(("repeatable", label, "removed from sql/"))
         pending += 1
-    return Status(server_version=version, rows=rows, pending=pending)
+    return rows, pending

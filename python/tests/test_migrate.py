@@ -236,19 +236,20 @@ def test_concurrent_first_installs_on_two_databases_of_a_fresh_cluster(
     if embedded.find_bindir() is None:
         pytest.skip("no PostgreSQL server binaries for a private cluster")
     cluster = embedded.start_cluster("race", home=tmp_path, fast=True)
+    errors: list[BaseException] = []
+
+    def run(db: str) -> None:
+        try:
+            migrate(cluster.dsn_for(db))
+        except BaseException as exc:
+            errors.append(exc)
+
     try:
         for attempt in range(4):
             dbs = [f"race_{attempt}_a", f"race_{attempt}_b"]
             with psycopg.connect(cluster.dsn, autocommit=True) as admin:
                 for db in dbs:
                     admin.execute(f"CREATE DATABASE {db}".encode())
-            errors: list[BaseException] = []
-
-            def run(db: str) -> None:
-                try:
-                    migrate(cluster.dsn_for(db))
-                except BaseException as exc:  # noqa: BLE001 - collected and asserted
-                    errors.append(exc)
 
             threads = [threading.Thread(target=run, args=(db,)) for db in dbs]
             for t in threads:
@@ -468,7 +469,7 @@ def test_server_older_than_minimum_is_refused(empty_url: str) -> None:
 
 @pytest.mark.parametrize("timeout", [0, -1, 0.0001, float("nan")])
 def test_bad_lock_timeout_is_refused(empty_url: str, timeout: float) -> None:
-    with pytest.raises(MigrationError, match="lock timeout must be at least 0.001 s"):
+    with pytest.raises(MigrationError, match=re.escape("lock timeout must be at least 0.001 s")):
         migrate(empty_url, lock_timeout_s=timeout)
     assert not _schema_exists(empty_url)
 
