@@ -102,6 +102,14 @@ class AccountUnknown(CovenantError):
     code, name, http_status = "CV017", "ACCOUNT_UNKNOWN", 404
 
 
+class IsolationLevelUnsupported(CovenantError):
+    code, name, http_status = "CV018", "ISOLATION_LEVEL_UNSUPPORTED", 400
+
+
+class AuditAppendOnly(CovenantError):
+    code, name, http_status = "CV019", "AUDIT_APPEND_ONLY", 403
+
+
 # Transient conditions of PostgreSQL itself (not CV codes): the adapter
 # retries these with backoff; callers see them only when retries run out.
 class SerializationFailure(CovenantError):
@@ -126,6 +134,8 @@ DOMAIN_ERRORS: tuple[type[CovenantError], ...] = (
     ReservationExpired,
     BpsSumInvalid,
     AccountUnknown,
+    IsolationLevelUnsupported,
+    AuditAppendOnly,
 )
 
 BY_SQLSTATE: dict[str, type[CovenantError]] = {cls.code: cls for cls in DOMAIN_ERRORS}
@@ -199,6 +209,10 @@ _MEANINGS: dict[str, str] = {
     "RESERVATION_EXPIRED": "The reservation's TTL has passed; it can only be expired.",
     "BPS_SUM_INVALID": "Revenue shares in basis points do not sum to exactly 10000.",
     "ACCOUNT_UNKNOWN": "No account has this id.",
+    "ISOLATION_LEVEL_UNSUPPORTED": "covenant's appends and governed mutations run in READ "
+    "COMMITTED; the calling transaction is REPEATABLE READ or SERIALIZABLE.",
+    "AUDIT_APPEND_ONLY": "The audit record is append-only: UPDATE, DELETE and TRUNCATE are "
+    "refused.",
 }
 
 

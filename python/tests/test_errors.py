@@ -118,7 +118,9 @@ def test_spec_codes_are_fixed() -> None:
         "CV016": "BPS_SUM_INVALID",
         "CV017": "ACCOUNT_UNKNOWN",
     }
-    assert {c.code: c.name for c in errors.catalogue()} == fixed
+    catalogue = {c.code: c.name for c in errors.catalogue()}
+    assert {code: catalogue[code] for code in fixed} == fixed
+    assert all(code > "CV017" for code in set(catalogue) - set(fixed)), "new codes come after"
 
 
 # ------------------------------------------------------- retries on 40001/40P01

@@ -21,10 +21,18 @@ BEGIN
         RAISE EXCEPTION 'covenant._raise: unknown error name %', p_name
             USING ERRCODE = 'P0004';
     END IF;
-    RAISE EXCEPTION USING
-        ERRCODE = v_code,
-        MESSAGE = p_name || ': ' || coalesce(p_message, ''),
-        DETAIL = coalesce(p_detail, ''),
-        HINT = coalesce(p_hint, '');
+    -- RAISE options cannot be NULL, and an empty DETAIL/HINT would still print.
+    IF p_detail IS NULL AND p_hint IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = v_code, MESSAGE = p_name || ': ' || coalesce(p_message, '');
+    ELSIF p_hint IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = v_code, MESSAGE = p_name || ': ' || coalesce(p_message, ''),
+            DETAIL = p_detail;
+    ELSIF p_detail IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = v_code, MESSAGE = p_name || ': ' || coalesce(p_message, ''),
+            HINT = p_hint;
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = v_code, MESSAGE = p_name || ': ' || coalesce(p_message, ''),
+            DETAIL = p_detail, HINT = p_hint;
+    END IF;
 END;
 $$;

@@ -1,0 +1,337 @@
+-- Appending to the audit chain (docs/audit.md).
+--
+-- Linearization: a transaction-scoped advisory lock per domain tag, taken in
+-- one statement; the head is read in a later statement, so under READ
+-- COMMITTED it sees every append committed before the lock was granted.
+-- Under REPEATABLE READ or SERIALIZABLE the snapshot predates the lock wait
+-- and the head read would be stale, so such callers are refused up front
+-- (ISOLATION_LEVEL_UNSUPPORTED) instead of failing on the chain's unique
+-- constraints (the backstop) on nearly every contended append.
+
+CREATE OR REPLACE FUNCTION covenant._require_read_committed()
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM covenant._raise(
+            'ISOLATION_LEVEL_UNSUPPORTED',
+            pg_catalog.format(
+                'this transaction is %s; covenant appends need READ COMMITTED',
+                pg_catalog.upper(pg_catalog.current_setting('transaction_isolation'))
+            ),
+            NULL,
+            'call covenant functions in a READ COMMITTED transaction (the default)'
+        );
+    END IF;
+END;
+$$;
+
+-- CV004 unless the tag has the canonical form.
+CREATE OR REPLACE FUNCTION covenant._check_domain_tag(p_domain_tag text)
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_domain_tag IS NULL OR p_domain_tag !~ '^[a-z0-9][a-z0-9_.:-]{0,127}$' THEN
+        PERFORM covenant._raise(
+            'INVALID_ARGUMENT',
+            pg_catalog.format('domain_tag %s is malformed', coalesce(pg_catalog.quote_literal(
+                pg_catalog.left(p_domain_tag, 140)), 'NULL')),
+            NULL,
+            'a domain tag matches ^[a-z0-9][a-z0-9_.:-]{0,127}$'
+        );
+    END IF;
+END;
+$$;
+
+-- CV004 unless the actor is a lower-case UUID or service:<name>.
+CREATE OR REPLACE FUNCTION covenant._check_actor_id(p_actor_id text, p_where text DEFAULT '')
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_actor_id IS NULL OR p_actor_id !~ (
+        '^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
+        || '|service:[a-z0-9][a-z0-9_.-]{0,63})$'
+    ) THEN
+        PERFORM covenant._raise(
+            'INVALID_ARGUMENT',
+            coalesce(p_where, '') || pg_catalog.format('actor_id %s is malformed',
+                coalesce(pg_catalog.quote_literal(pg_catalog.left(p_actor_id, 80)), 'NULL')),
+            NULL,
+            'an actor is a lower-case UUID (a person) or service:<name> (a service)'
+        );
+    END IF;
+END;
+$$;
+
+-- Validate one entry; CV004 names the entry (p_index) and the field.
+CREATE OR REPLACE FUNCTION covenant._audit_check_entry(
+    p_index integer,
+    p_entry_id uuid,
+    p_event_type text,
+    p_actor_id text,
+    p_payload jsonb,
+    p_event_time timestamptz
+) RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_where text := CASE WHEN p_index IS NULL THEN '' ELSE pg_catalog.format('entry %s: ', p_index) END;
+BEGIN
+    IF p_entry_id IS NULL THEN
+        PERFORM covenant._raise('INVALID_ARGUMENT', v_where || 'entry_id is required');
+    END IF;
+    IF p_event_type IS NULL OR p_event_type !~ '^[a-z0-9][a-z0-9_.:-]{0,127}$' THEN
+        PERFORM covenant._raise(
+            'INVALID_ARGUMENT',
+            v_where || pg_catalog.format('event_type %s is malformed',
+                coalesce(pg_catalog.quote_literal(pg_catalog.left(p_event_type, 140)), 'NULL')),
+            NULL, 'an event type matches ^[a-z0-9][a-z0-9_.:-]{0,127}$'
+        );
+    END IF;
+    PERFORM covenant._check_actor_id(p_actor_id, v_where);
+    IF p_payload IS NULL THEN
+        PERFORM covenant._raise('INVALID_ARGUMENT', v_where || 'payload is required (use {} for none)');
+    END IF;
+    IF pg_catalog.octet_length(p_payload::text) > 1048576 THEN
+        PERFORM covenant._raise('INVALID_ARGUMENT', v_where || 'payload exceeds 1 MiB');
+    END IF;
+    IF p_event_time IS NULL OR NOT pg_catalog.isfinite(p_event_time) THEN
+        PERFORM covenant._raise('INVALID_ARGUMENT', v_where || 'event_time must be a finite time');
+    END IF;
+END;
+$$;
+
+-- The one append path. Callers hold nothing; this takes the domain lock,
+-- checks the quarantine, and appends every entry in order. Entries are
+-- already validated. p_system bypasses the quarantine check: only for the
+-- record of quarantine transitions itself (domain system:quarantine).
+CREATE OR REPLACE FUNCTION covenant._audit_append_many(
+    p_domain_tag text,
+    p_entry_ids uuid[],
+    p_event_types text[],
+    p_actor_ids text[],
+    p_payloads jsonb[],
+    p_event_times timestamptz[],
+    p_system boolean DEFAULT FALSE
+) RETURNS SETOF covenant.audit_receipt
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_state text;
+    v_seq bigint;
+    v_prev bytea;
+    v_hash bytea;
+    v_now timestamptz;
+    v_link covenant.audit_trail_chain_links%ROWTYPE;
+    v_row covenant.audit_trail%ROWTYPE;
+    v_appended boolean := FALSE;
+    v_last_id uuid;
+    i integer;
+BEGIN
+    PERFORM covenant._require_read_committed();
+    -- 1. the lock (this statement), then everything else in later statements
+    PERFORM pg_catalog.pg_advisory_xact_lock(covenant._audit_lock_key(p_domain_tag));
+
+    IF NOT p_system THEN
+        SELECT q.state INTO v_state FROM covenant.audit_quarantine AS q
+        WHERE q.domain_tag = p_domain_tag;
+        IF v_state IS NOT NULL AND v_state <> 'closed' THEN
+            PERFORM covenant._raise(
+                'AUDIT_QUARANTINE',
+                pg_catalog.format('domain %s is quarantined (%s)', p_domain_tag, v_state),
+                NULL,
+                'see docs/runbook.md: quarantine recovery'
+            );
+        END IF;
+    END IF;
+
+    -- 2. the head, read after the lock was granted
+    SELECT h.seq, h.entry_hash INTO v_seq, v_prev
+    FROM covenant.audit_trail_head AS h WHERE h.domain_tag = p_domain_tag;
+    IF NOT FOUND THEN
+        v_seq := 0;
+        v_prev := pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex');
+    END IF;
+
+    FOR i IN 1 .. coalesce(pg_catalog.array_length(p_entry_ids, 1), 0) LOOP
+        -- idempotency: the same entry_id again is the same entry, or a conflict
+        SELECT l.* INTO v_link FROM covenant.audit_trail_chain_links AS l
+        WHERE l.entry_id = p_entry_ids[i];
+        IF FOUND THEN
+            SELECT t.* INTO v_row FROM covenant.audit_trail AS t
+            WHERE t.domain_tag = v_link.domain_tag AND t.seq = v_link.seq
+              AND t.created_at = v_link.created_at;
+            IF v_link.domain_tag = p_domain_tag AND FOUND
+               AND v_row.event_type = p_event_types[i] AND v_row.actor_id = p_actor_ids[i]
+               AND v_row.payload = p_payloads[i] THEN
+                RETURN NEXT ROW(v_link.entry_id, v_link.domain_tag, v_link.seq, v_link.previous_hash,
+                                v_link.entry_hash, v_link.created_at, TRUE)::covenant.audit_receipt;
+                CONTINUE;
+            END IF;
+            PERFORM covenant._raise(
+                'IDEMPOTENCY_CONFLICT',
+                pg_catalog.format('entry_id %s was already used for a different entry', p_entry_ids[i]),
+                pg_catalog.format('existing entry: domain %s, seq %s', v_link.domain_tag, v_link.seq)
+            );
+        END IF;
+
+        v_now := pg_catalog.clock_timestamp();
+        IF p_event_times[i] < v_now - INTERVAL '5 minutes'
+           OR p_event_times[i] > v_now + INTERVAL '5 minutes' THEN
+            PERFORM covenant._raise(
+                'EVENT_TIME_SKEW',
+                pg_catalog.format('event_time %s is more than 5 minutes from the server clock %s',
+                                  p_event_times[i], v_now)
+            );
+        END IF;
+
+        v_seq := v_seq + 1;
+        v_hash := covenant.audit_entry_hash_v1(
+            p_domain_tag, v_seq, p_entry_ids[i], p_event_types[i], p_actor_ids[i],
+            p_event_times[i], v_prev, p_payloads[i]
+        );
+        INSERT INTO covenant.audit_trail_chain_links
+            (domain_tag, seq, entry_id, previous_hash, entry_hash, created_at)
+        VALUES (p_domain_tag, v_seq, p_entry_ids[i], v_prev, v_hash, v_now)
+        ON CONFLICT (entry_id) DO NOTHING;
+        IF NOT FOUND THEN
+            -- the same entry_id committed meanwhile on another domain's chain
+            PERFORM covenant._raise(
+                'IDEMPOTENCY_CONFLICT',
+                pg_catalog.format('entry_id %s was used concurrently on another domain',
+                                  p_entry_ids[i])
+            );
+        END IF;
+        INSERT INTO covenant.audit_trail (
+            entry_id, domain_tag, seq, event_type, actor_id, payload, event_time,
+            created_at, previous_hash, entry_hash, hash_version
+        ) VALUES (
+            p_entry_ids[i], p_domain_tag, v_seq, p_event_types[i], p_actor_ids[i], p_payloads[i],
+            p_event_times[i], v_now, v_prev, v_hash, 1
+        );
+        RETURN NEXT ROW(p_entry_ids[i], p_domain_tag, v_seq, v_prev, v_hash, v_now, FALSE)
+            ::covenant.audit_receipt;
+        v_prev := v_hash;
+        v_last_id := p_entry_ids[i];
+        v_appended := TRUE;
+    END LOOP;
+
+    IF v_appended THEN
+        INSERT INTO covenant.audit_trail_head AS h (domain_tag, seq, entry_id, entry_hash, updated_at)
+        VALUES (p_domain_tag, v_seq, v_last_id, v_prev, v_now)
+        ON CONFLICT (domain_tag) DO UPDATE
+        SET seq = excluded.seq, entry_id = excluded.entry_id, entry_hash = excluded.entry_hash,
+            updated_at = excluded.updated_at;
+    END IF;
+    RETURN;
+END;
+$$;
+
+-- Append one entry. SPEC §3.3.
+CREATE OR REPLACE FUNCTION covenant.append_audit_entry(
+    p_domain_tag text,
+    p_entry_id uuid,
+    p_event_type text,
+    p_actor_id text,
+    p_payload jsonb,
+    p_event_time timestamptz DEFAULT now()
+) RETURNS covenant.audit_receipt
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_receipt covenant.audit_receipt;
+BEGIN
+    PERFORM covenant._check_domain_tag(p_domain_tag);
+    PERFORM covenant._audit_check_entry(
+        NULL, p_entry_id, p_event_type, p_actor_id, p_payload, p_event_time
+    );
+    SELECT r.* INTO STRICT v_receipt FROM covenant._audit_append_many(
+        p_domain_tag, ARRAY[p_entry_id], ARRAY[p_event_type], ARRAY[p_actor_id],
+        ARRAY[p_payload], ARRAY[p_event_time]
+    ) AS r;
+    RETURN v_receipt;
+END;
+$$;
+
+-- Append a batch to one domain in one call: one lock, one round trip.
+-- p_entries: a JSON array of {"entry_id", "event_type", "actor_id",
+-- "payload", "event_time"?}; event_time defaults to now(). All or nothing:
+-- one bad entry refuses the batch (CV004 names its index, from 0).
+CREATE OR REPLACE FUNCTION covenant.append_audit_entries(
+    p_domain_tag text,
+    p_entries jsonb
+) RETURNS SETOF covenant.audit_receipt
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ids uuid [] := '{}';
+    v_types text [] := '{}';
+    v_actors text [] := '{}';
+    v_payloads jsonb [] := '{}';
+    v_times timestamptz [] := '{}';
+    v_entry jsonb;
+    v_index integer := 0;
+    v_id uuid;
+    v_time timestamptz;
+BEGIN
+    PERFORM covenant._check_domain_tag(p_domain_tag);
+    IF p_entries IS NULL OR pg_catalog.jsonb_typeof(p_entries) <> 'array' THEN
+        PERFORM covenant._raise('INVALID_ARGUMENT', 'p_entries must be a JSON array of entries');
+    END IF;
+    IF pg_catalog.jsonb_array_length(p_entries) = 0
+       OR pg_catalog.jsonb_array_length(p_entries) > 10000 THEN
+        PERFORM covenant._raise('INVALID_ARGUMENT', 'a batch holds 1 to 10000 entries');
+    END IF;
+    FOR v_entry IN SELECT e FROM pg_catalog.jsonb_array_elements(p_entries) AS e LOOP
+        IF pg_catalog.jsonb_typeof(v_entry) <> 'object' THEN
+            PERFORM covenant._raise('INVALID_ARGUMENT',
+                                    pg_catalog.format('entry %s is not a JSON object', v_index));
+        END IF;
+        BEGIN
+            v_id := (v_entry ->> 'entry_id')::uuid;
+        EXCEPTION WHEN invalid_text_representation THEN
+            PERFORM covenant._raise('INVALID_ARGUMENT',
+                                    pg_catalog.format('entry %s: entry_id is not a UUID', v_index));
+        END;
+        BEGIN
+            v_time := coalesce((v_entry ->> 'event_time')::timestamptz, now());
+        EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow
+                       OR invalid_text_representation THEN
+            PERFORM covenant._raise('INVALID_ARGUMENT',
+                                    pg_catalog.format('entry %s: event_time is not a time', v_index));
+        END;
+        PERFORM covenant._audit_check_entry(
+            v_index, v_id, v_entry ->> 'event_type', v_entry ->> 'actor_id',
+            v_entry -> 'payload', v_time
+        );
+        v_ids := v_ids || v_id;
+        v_types := v_types || (v_entry ->> 'event_type');
+        v_actors := v_actors || (v_entry ->> 'actor_id');
+        v_payloads := v_payloads || (v_entry -> 'payload');
+        v_times := v_times || v_time;
+        v_index := v_index + 1;
+    END LOOP;
+    RETURN QUERY SELECT r.* FROM covenant._audit_append_many(
+        p_domain_tag, v_ids, v_types, v_actors, v_payloads, v_times
+    ) AS r;
+END;
+$$;

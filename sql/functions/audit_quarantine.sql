@@ -1,0 +1,244 @@
+-- The quarantine circuit breaker of each audit domain (docs/audit.md,
+-- docs/runbook.md). States and transitions: covenant.state_transitions,
+-- machine 'audit_quarantine'. Every transition is appended to the chain of
+-- the system domain 'system:quarantine', which itself is never refused by
+-- the breaker (its own record must always be writable).
+
+CREATE OR REPLACE FUNCTION covenant._audit_record_system(
+    p_event_type text,
+    p_actor_id text,
+    p_payload jsonb
+) RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM covenant._audit_append_many(
+        'system:quarantine', ARRAY[pg_catalog.gen_random_uuid()], ARRAY[p_event_type],
+        ARRAY[p_actor_id], ARRAY[p_payload], ARRAY[pg_catalog.clock_timestamp()], TRUE
+    );
+END;
+$$;
+
+-- Move a domain's breaker to p_to (checked against the state machine) and
+-- record it. Takes the domain's lock first: transitions and appends of one
+-- domain are serialized (lock order: domain, then system:quarantine).
+CREATE OR REPLACE FUNCTION covenant._audit_quarantine_set(
+    p_domain_tag text,
+    p_to text,
+    p_actor_id text,
+    p_reason text,
+    p_first_bad_seq bigint DEFAULT NULL
+) RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_from text;
+BEGIN
+    PERFORM pg_catalog.pg_advisory_xact_lock(covenant._audit_lock_key(p_domain_tag));
+    SELECT q.state INTO v_from FROM covenant.audit_quarantine AS q WHERE q.domain_tag = p_domain_tag;
+    v_from := coalesce(v_from, 'closed');
+    PERFORM covenant._transition('audit_quarantine', v_from, p_to);
+    INSERT INTO covenant.audit_quarantine AS q
+        (domain_tag, state, opened_at, reason, first_bad_seq, reset_approvals, updated_at)
+    VALUES (
+        p_domain_tag, p_to,
+        CASE WHEN p_to = 'open' THEN pg_catalog.clock_timestamp() END,
+        p_reason, p_first_bad_seq, '{}', pg_catalog.clock_timestamp()
+    )
+    ON CONFLICT (domain_tag) DO UPDATE SET
+        state = excluded.state,
+        opened_at = CASE WHEN excluded.state = 'open' THEN excluded.opened_at ELSE q.opened_at END,
+        reason = coalesce(excluded.reason, q.reason),
+        first_bad_seq = CASE WHEN excluded.state = 'closed' THEN NULL
+                             ELSE coalesce(excluded.first_bad_seq, q.first_bad_seq) END,
+        consecutive_failures = CASE WHEN excluded.state = 'closed' THEN 0
+                                    ELSE q.consecutive_failures END,
+        reset_approvals = '{}',
+        updated_at = excluded.updated_at;
+    PERFORM covenant._audit_record_system(
+        'quarantine.' || p_to,
+        p_actor_id,
+        pg_catalog.jsonb_build_object(
+            'domain_tag', p_domain_tag, 'from', v_from, 'to', p_to,
+            'reason', p_reason, 'first_bad_seq', p_first_bad_seq
+        )
+    );
+END;
+$$;
+
+-- A detected break: open the breaker (from closed or half_open) at once.
+CREATE OR REPLACE FUNCTION covenant._audit_quarantine_break(
+    p_domain_tag text,
+    p_first_bad_seq bigint,
+    p_reason text
+) RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_state text;
+BEGIN
+    SELECT q.state INTO v_state FROM covenant.audit_quarantine AS q WHERE q.domain_tag = p_domain_tag;
+    IF coalesce(v_state, 'closed') <> 'open' THEN
+        PERFORM covenant._audit_quarantine_set(
+            p_domain_tag, 'open', 'service:covenant-verifier', p_reason, p_first_bad_seq
+        );
+    END IF;
+END;
+$$;
+
+-- A verification that could not complete (timeout, error) is reported here;
+-- the third in a row opens the breaker. A passing verification resets it.
+CREATE OR REPLACE FUNCTION covenant.record_audit_verification_failure(
+    p_domain_tag text,
+    p_actor_id text,
+    p_reason text
+) RETURNS TABLE (state text, consecutive_failures integer)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_failures integer;
+    v_state text;
+BEGIN
+    PERFORM covenant._check_domain_tag(p_domain_tag);
+    PERFORM covenant._check_actor_id(p_actor_id);
+    PERFORM pg_catalog.pg_advisory_xact_lock(covenant._audit_lock_key(p_domain_tag));
+    INSERT INTO covenant.audit_quarantine AS q (domain_tag, consecutive_failures, updated_at)
+    VALUES (p_domain_tag, 1, pg_catalog.clock_timestamp())
+    ON CONFLICT (domain_tag) DO UPDATE
+    SET consecutive_failures = q.consecutive_failures + 1, updated_at = excluded.updated_at
+    RETURNING q.consecutive_failures, q.state INTO v_failures, v_state;
+    IF v_failures >= 3 AND v_state <> 'open' THEN
+        PERFORM covenant._audit_quarantine_set(
+            p_domain_tag, 'open', p_actor_id,
+            pg_catalog.format('%s consecutive failed verifications; last: %s', v_failures,
+                              coalesce(p_reason, 'unknown'))
+        );
+        v_state := 'open';
+    END IF;
+    RETURN QUERY SELECT v_state, v_failures;
+END;
+$$;
+
+-- open -> half_open, only by an operator, and only if a probe of the last
+-- p_last_n entries passes (else it stays open; the failed probe is recorded).
+CREATE OR REPLACE FUNCTION covenant.approve_audit_probe(
+    p_domain_tag text,
+    p_operator_id text,
+    p_last_n integer DEFAULT 1000
+) RETURNS TABLE (state text, ok boolean, reason text)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_state text;
+    v_head bigint;
+    v_result covenant.audit_verification;
+BEGIN
+    PERFORM covenant._require_read_committed();
+    PERFORM covenant._check_domain_tag(p_domain_tag);
+    PERFORM covenant._check_actor_id(p_operator_id);
+    IF p_last_n IS NULL OR p_last_n < 1 THEN
+        PERFORM covenant._raise('INVALID_ARGUMENT', 'p_last_n must be 1 or more');
+    END IF;
+    PERFORM pg_catalog.pg_advisory_xact_lock(covenant._audit_lock_key(p_domain_tag));
+    SELECT q.state INTO v_state FROM covenant.audit_quarantine AS q WHERE q.domain_tag = p_domain_tag;
+    PERFORM covenant._transition('audit_quarantine', coalesce(v_state, 'closed'), 'half_open');
+    SELECT h.seq INTO v_head FROM covenant.audit_trail_head AS h WHERE h.domain_tag = p_domain_tag;
+    v_result := covenant._audit_verify(
+        p_domain_tag, GREATEST(1, coalesce(v_head, 1) - p_last_n + 1)
+    );
+    IF NOT v_result.ok THEN
+        PERFORM covenant._audit_record_system(
+            'quarantine.probe_failed', p_operator_id,
+            pg_catalog.jsonb_build_object('domain_tag', p_domain_tag, 'last_n', p_last_n,
+                                          'first_bad_seq', v_result.first_bad_seq,
+                                          'reason', v_result.reason)
+        );
+        RETURN QUERY SELECT 'open'::text, FALSE, v_result.reason;
+        RETURN;
+    END IF;
+    PERFORM covenant._audit_quarantine_set(
+        p_domain_tag, 'half_open', p_operator_id,
+        pg_catalog.format('probe of the last %s entries passed', p_last_n)
+    );
+    RETURN QUERY SELECT 'half_open'::text, TRUE, NULL::text;
+END;
+$$;
+
+-- half_open -> closed after two different operators approved and a full
+-- verification from the last checkpoint passed; a failure reopens it.
+CREATE OR REPLACE FUNCTION covenant.approve_audit_reset(
+    p_domain_tag text,
+    p_operator_id text
+) RETURNS TABLE (state text, approvals integer, ok boolean, reason text)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_state text;
+    v_approvals text [];
+    v_result covenant.audit_verification;
+BEGIN
+    PERFORM covenant._require_read_committed();
+    PERFORM covenant._check_domain_tag(p_domain_tag);
+    PERFORM covenant._check_actor_id(p_operator_id);
+    PERFORM pg_catalog.pg_advisory_xact_lock(covenant._audit_lock_key(p_domain_tag));
+    SELECT q.state, q.reset_approvals INTO v_state, v_approvals
+    FROM covenant.audit_quarantine AS q WHERE q.domain_tag = p_domain_tag;
+    IF coalesce(v_state, 'closed') <> 'half_open' THEN
+        PERFORM covenant._raise(
+            'INVALID_TRANSITION',
+            pg_catalog.format('domain %s is %s; a reset is approved in half_open only',
+                              p_domain_tag, coalesce(v_state, 'closed'))
+        );
+    END IF;
+    IF p_operator_id = ANY(v_approvals) THEN
+        PERFORM covenant._raise(
+            'NOT_AUTHORIZED',
+            pg_catalog.format('%s already approved this reset; a second operator must', p_operator_id)
+        );
+    END IF;
+    v_approvals := v_approvals || p_operator_id;
+    UPDATE covenant.audit_quarantine AS q
+    SET reset_approvals = v_approvals, updated_at = pg_catalog.clock_timestamp()
+    WHERE q.domain_tag = p_domain_tag;
+    PERFORM covenant._audit_record_system(
+        'quarantine.reset_approved', p_operator_id,
+        pg_catalog.jsonb_build_object('domain_tag', p_domain_tag, 'approvals', v_approvals)
+    );
+    IF pg_catalog.cardinality(v_approvals) < 2 THEN
+        RETURN QUERY SELECT 'half_open'::text, pg_catalog.cardinality(v_approvals), NULL::boolean,
+                            'waiting for a second operator'::text;
+        RETURN;
+    END IF;
+    v_result := covenant._audit_verify(p_domain_tag, NULL);
+    IF v_result.ok THEN
+        PERFORM covenant._audit_quarantine_set(
+            p_domain_tag, 'closed', p_operator_id,
+            pg_catalog.format('reset approved by %s', pg_catalog.array_to_string(v_approvals, ', '))
+        );
+        RETURN QUERY SELECT 'closed'::text, pg_catalog.cardinality(v_approvals), TRUE, NULL::text;
+    ELSE
+        PERFORM covenant._audit_quarantine_set(
+            p_domain_tag, 'open', p_operator_id, v_result.reason, v_result.first_bad_seq
+        );
+        RETURN QUERY SELECT 'open'::text, pg_catalog.cardinality(v_approvals), FALSE, v_result.reason;
+    END IF;
+END;
+$$;
