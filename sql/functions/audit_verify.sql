@@ -177,6 +177,20 @@ BEGIN
                    'entry without a chain link (written around the append functions)')
             ::covenant.audit_verification;
     END IF;
+    -- rows past the head without a link: planted (a concurrent append commits
+    -- its row and its link together, so it never shows up here)
+    SELECT t.seq INTO v_bad_seq FROM covenant.audit_trail AS t
+    WHERE t.domain_tag = p_domain_tag AND t.seq > v_head_seq
+      AND NOT EXISTS (
+          SELECT FROM covenant.audit_trail_chain_links AS l
+          WHERE l.domain_tag = t.domain_tag AND l.seq = t.seq AND l.created_at = t.created_at
+      )
+    ORDER BY t.seq LIMIT 1;
+    IF FOUND THEN
+        RETURN ROW(FALSE, v_checked, v_bad_seq,
+                   'entry without a chain link (written around the append functions)')
+            ::covenant.audit_verification;
+    END IF;
     RETURN ROW(TRUE, v_checked, NULL, NULL)::covenant.audit_verification;
 END;
 $$;

@@ -1,0 +1,549 @@
+"""The audit trail against a real server: appends, refusals, concurrency, tamper, quarantine."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from covenant import errors
+from covenant.audit import GENESIS_HASH, AuditEntry, AuditTrail, GroupCommitAppender
+from covenant.config import load_settings
+from covenant.db import Connector
+
+ACTOR = "service:ledger"
+
+
+@pytest.fixture
+def db(migrated_url: str) -> Iterator[Connector]:
+    settings = load_settings({"COVENANT_POOL_MAX_SIZE": "25", "COVENANT_RETRY_BASE_DELAY_MS": "1"})
+    with Connector(settings, database_url=migrated_url) as connector:
+        yield connector
+
+
+@pytest.fixture
+def audit(db: Connector) -> AuditTrail:
+    return AuditTrail(db)
+
+
+def _count(url: str, domain: str | None = None) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM covenant.audit_trail WHERE %(d)s::text IS NULL "
+            "OR domain_tag = %(d)s) + (SELECT count(*) FROM covenant.audit_trail_chain_links "
+            "WHERE %(d)s::text IS NULL OR domain_tag = %(d)s)",
+            {"d": domain},
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _superuser(url: str, *statements: str) -> None:
+    """Tamper as a superuser: the triggers are disabled for the edit only."""
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        for table in ("audit_trail", "audit_trail_chain_links", "audit_trail_head"):
+            conn.execute(f"ALTER TABLE covenant.{table} DISABLE TRIGGER USER".encode())
+        for statement in statements:
+            conn.execute(statement.encode())
+        names = conn.execute(
+            "SELECT tgrelid::regclass::text, tgname FROM pg_trigger WHERE NOT tgisinternal "
+            "AND tgrelid IN ('covenant.audit_trail'::regclass, "
+            "'covenant.audit_trail_chain_links'::regclass, 'covenant.audit_trail_head'::regclass)"
+        ).fetchall()
+        for table, trigger in names:
+            conn.execute(f'ALTER TABLE {table} ENABLE ALWAYS TRIGGER "{trigger}"'.encode())
+
+
+# ------------------------------------------------------------------ appends
+
+
+def test_append_links_entries_into_a_chain(audit: AuditTrail) -> None:
+    first = audit.append("account:a", "credit.allocated", ACTOR, {"amount": "10"})
+    second = audit.append("account:a", "credit.reserved", ACTOR, {"amount": "4"})
+    other = audit.append("account:b", "credit.allocated", ACTOR, {})
+    assert (first.seq, second.seq, other.seq) == (1, 2, 1)
+    assert first.previous_hash == GENESIS_HASH == other.previous_hash
+    assert second.previous_hash == first.entry_hash
+    assert not first.duplicate
+    assert audit.verify("account:a", 1).ok
+
+
+def test_same_entry_id_same_content_is_a_duplicate(audit: AuditTrail, migrated_url: str) -> None:
+    entry_id = uuid.uuid4()
+    first = audit.append("account:a", "x", ACTOR, {"n": 1}, entry_id=entry_id)
+    before = _count(migrated_url)
+    again = audit.append("account:a", "x", ACTOR, {"n": 1}, entry_id=entry_id)
+    assert again.duplicate
+    assert (again.seq, again.entry_hash) == (first.seq, first.entry_hash)
+    assert _count(migrated_url) == before
+
+
+@pytest.mark.parametrize(
+    ("domain", "event_type", "actor", "payload"),
+    [
+        ("account:a", "y", ACTOR, {"n": 1}),  # another type
+        ("account:a", "x", "service:other", {"n": 1}),  # another actor
+        ("account:a", "x", ACTOR, {"n": 2}),  # another payload
+        ("account:b", "x", ACTOR, {"n": 1}),  # another domain
+    ],
+)
+def test_same_entry_id_other_content_conflicts(
+    audit: AuditTrail, migrated_url: str, domain: str, event_type: str, actor: str, payload: Any
+) -> None:
+    entry_id = uuid.uuid4()
+    audit.append("account:a", "x", ACTOR, {"n": 1}, entry_id=entry_id)
+    before = _count(migrated_url)
+    with pytest.raises(errors.IdempotencyConflict):
+        audit.append(domain, event_type, actor, payload, entry_id=entry_id)
+    assert _count(migrated_url) == before
+
+
+BAD_INPUT = [
+    ("domain", ""),
+    ("domain", "Account:a"),
+    ("domain", "a" * 129),
+    ("domain", "a b"),
+    ("domain", "a\nb"),
+    ("domain", "_leading"),
+    ("event_type", ""),
+    ("event_type", "Credit"),
+    ("event_type", "x\ny"),
+    ("actor", ""),
+    ("actor", "SERVICE:ledger"),
+    ("actor", "service:"),
+    ("actor", "user:42"),
+    ("actor", "0B8C4B0E-6A0B-4D5E-9E7E-3F1F5C3A2B10"),
+    ("actor", "0b8c4b0e6a0b4d5e9e7e3f1f5c3a2b10"),
+    ("actor", "service:ledger\n"),
+    ("payload", None),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_INPUT)
+def test_bad_input_is_cv004_and_writes_nothing(migrated_url: str, field: str, value: Any) -> None:
+    args = {"domain": "account:a", "event_type": "x", "actor": ACTOR, "payload": Jsonb({})}
+    args[field] = Jsonb(value) if field == "payload" and value is not None else value
+    with psycopg.connect(migrated_url) as conn, pytest.raises(psycopg.Error) as caught:
+        conn.execute(
+            "SELECT * FROM covenant.append_audit_entry(%s, %s, %s, %s, %s)",
+            [args["domain"], uuid.uuid4(), args["event_type"], args["actor"], args["payload"]],
+        )
+    assert isinstance(errors.translate(caught.value), errors.InvalidArgument)
+    assert _count(migrated_url) == 0
+
+
+@pytest.mark.parametrize("offset", [timedelta(minutes=6), timedelta(minutes=-6), timedelta(days=1)])
+def test_event_time_skew_is_cv003(audit: AuditTrail, migrated_url: str, offset: timedelta) -> None:
+    with pytest.raises(errors.EventTimeSkew):
+        audit.append("account:a", "x", ACTOR, {}, event_time=datetime.now(UTC) + offset)
+    assert _count(migrated_url) == 0
+
+
+def test_event_time_within_skew_is_accepted(audit: AuditTrail) -> None:
+    receipt = audit.append(
+        "account:a", "x", ACTOR, {}, event_time=datetime.now(UTC) - timedelta(minutes=4)
+    )
+    assert receipt.seq == 1
+
+
+def test_batch_is_all_or_nothing_and_ordered(audit: AuditTrail, migrated_url: str) -> None:
+    good = [AuditEntry("x", ACTOR, {"i": i}) for i in range(5)]
+    bad = [*good[:2], AuditEntry("x", "not an actor", {}), *good[2:]]
+    with pytest.raises(errors.InvalidArgument, match="entry 2: actor_id"):
+        audit.append_many("account:a", bad)
+    assert _count(migrated_url) == 0
+    receipts = audit.append_many("account:a", good)
+    assert [r.seq for r in receipts] == [1, 2, 3, 4, 5]
+    assert [r.entry_id for r in receipts] == [e.entry_id for e in good]
+    again = audit.append_many("account:a", [*good[3:], AuditEntry("x", ACTOR, {"i": 5})])
+    assert [(r.seq, r.duplicate) for r in again] == [(4, True), (5, True), (6, False)]
+    assert audit.verify("account:a", 1).ok
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        "{}",
+        "[]",
+        '"x"',
+        "[1]",
+        '[{"entry_id": "nope", "event_type": "x", "actor_id": "service:a", "payload": {}}]',
+        '[{"entry_id": "6f1e4d1c-0000-4000-8000-000000000001", "event_type": "x", '
+        '"actor_id": "service:a", "payload": {}, "event_time": "yesterday-ish"}]',
+        '[{"entry_id": "6f1e4d1c-0000-4000-8000-000000000001", "event_type": "x", '
+        '"actor_id": "service:a"}]',
+    ],
+)
+def test_malformed_batches_are_cv004(migrated_url: str, entries: str) -> None:
+    with psycopg.connect(migrated_url) as conn, pytest.raises(psycopg.Error) as caught:
+        conn.execute(
+            "SELECT * FROM covenant.append_audit_entries('account:a', %s::jsonb)", [entries]
+        )
+    assert isinstance(errors.translate(caught.value), errors.InvalidArgument)
+    assert _count(migrated_url) == 0
+
+
+@pytest.mark.parametrize("level", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_non_read_committed_callers_get_a_clear_error(migrated_url: str, level: str) -> None:
+    with psycopg.connect(migrated_url) as conn:
+        conn.execute(f"SET TRANSACTION ISOLATION LEVEL {level}".encode())
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute(
+                "SELECT * FROM covenant.append_audit_entry('account:a', gen_random_uuid(), 'x', "
+                "'service:a', '{}')"
+            )
+    assert isinstance(errors.translate(caught.value), errors.IsolationLevelUnsupported)
+
+
+def test_audit_composes_with_the_callers_transaction(audit: AuditTrail, migrated_url: str) -> None:
+    with psycopg.connect(migrated_url, row_factory=psycopg.rows.dict_row) as conn:
+        audit.append("account:a", "x", ACTOR, {}, conn=conn)
+        conn.rollback()
+    assert _count(migrated_url) == 0, "the caller's rollback took the entry with it"
+
+
+# ------------------------------------------------------------------ concurrency
+
+
+def test_twenty_writers_on_one_domain_make_one_chain(
+    audit: AuditTrail, db: Connector, migrated_url: str
+) -> None:
+    writers, per_writer = 20, 25
+    failures: list[BaseException] = []
+
+    def write(w: int) -> None:
+        try:
+            for i in range(per_writer):
+                audit.append("account:hot", "x", ACTOR, {"writer": w, "i": i})
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    with psycopg.connect(migrated_url) as conn:
+        seqs = [
+            r[0]
+            for r in conn.execute(
+                "SELECT seq FROM covenant.audit_trail WHERE domain_tag = 'account:hot' ORDER BY seq"
+            ).fetchall()
+        ]
+    assert seqs == list(range(1, writers * per_writer + 1)), "no gaps, no duplicates"
+    result = audit.verify("account:hot", 1)
+    assert result.ok and result.checked == writers * per_writer, result
+    assert db.stats.retries == 0
+
+
+def test_different_domains_never_wait_for_each_other(migrated_url: str) -> None:
+    append = (
+        "SELECT * FROM covenant.append_audit_entry(%s, gen_random_uuid(), 'x', 'service:a', '{}')"
+    )
+    with psycopg.connect(migrated_url) as holder:
+        holder.execute(append, ["account:one"])  # holds account:one's lock until rollback
+        with psycopg.connect(migrated_url) as other:
+            other.execute("SET lock_timeout = '500ms'")
+            other.execute(append, ["account:two"])  # would time out if it waited
+            other.commit()
+            other.execute("SET lock_timeout = '500ms'")
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                other.execute(append, ["account:one"])  # the same domain does wait
+        holder.rollback()
+
+
+# ------------------------------------------------------------------ group commit
+
+
+def test_group_commit_batches_and_acknowledges_each_entry(db: Connector, audit: AuditTrail) -> None:
+    threads_n, per_thread = 40, 25
+    receipts: list[Any] = []
+    lock = threading.Lock()
+    with GroupCommitAppender(db, max_batch=500) as appender:
+
+        def work(t: int) -> None:
+            for i in range(per_thread):
+                r = appender.append("account:gc", "x", ACTOR, {"t": t, "i": i})
+                with lock:
+                    receipts.append(r)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(threads_n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stats = appender.stats
+    total = threads_n * per_thread
+    assert sorted(r.seq for r in receipts) == list(range(1, total + 1))
+    assert stats.entries == total
+    assert stats.batches < total, "entries were grouped into fewer transactions"
+    assert audit.verify("account:gc", 1).ok
+
+
+def test_group_commit_isolates_one_bad_entry(db: Connector) -> None:
+    with GroupCommitAppender(db) as appender:
+        futures = [appender.submit("account:gc", "x", ACTOR, {"i": i}) for i in range(20)]
+        bad = appender.submit("account:gc", "x", "NOT AN ACTOR", {})
+        futures += [appender.submit("account:gc", "x", ACTOR, {"i": i}) for i in range(20, 40)]
+        with pytest.raises(errors.InvalidArgument):
+            bad.result()
+        seqs = sorted(f.result().seq for f in futures)
+    assert seqs == list(range(1, 41))
+
+
+# ------------------------------------------------------------------ tamper
+
+
+def _chain(audit: AuditTrail, n: int = 10, domain: str = "account:t") -> None:
+    for i in range(n):
+        audit.append(domain, "x", ACTOR, {"i": i})
+
+
+TAMPER = {
+    "edited": (
+        [
+            "UPDATE covenant.audit_trail SET payload = '{\"i\": 999}' "
+            "WHERE domain_tag = 'account:t' AND seq = 5"
+        ],
+        5,
+        "hash mismatch",
+    ),
+    "deleted entry": (
+        ["DELETE FROM covenant.audit_trail WHERE domain_tag = 'account:t' AND seq = 5"],
+        5,
+        "entry missing",
+    ),
+    "deleted entry and link": (
+        [
+            "DELETE FROM covenant.audit_trail WHERE domain_tag = 'account:t' AND seq = 5",
+            "DELETE FROM covenant.audit_trail_chain_links WHERE domain_tag = 'account:t' AND seq = 5",
+        ],
+        6,
+        "seq gap",
+    ),
+    "reordered": (
+        [
+            f"UPDATE covenant.{table} SET seq = {new} WHERE domain_tag = 'account:t' AND seq = {old}"
+            for table in ("audit_trail", "audit_trail_chain_links")
+            for old, new in ((4, 1000), (5, 4), (1000, 5))
+        ],
+        4,
+        "link does not follow",
+    ),
+    "renumbered": (
+        [
+            "DELETE FROM covenant.audit_trail WHERE domain_tag = 'account:t' AND seq = 5",
+            "DELETE FROM covenant.audit_trail_chain_links WHERE domain_tag = 'account:t' AND seq = 5",
+            "UPDATE covenant.audit_trail SET seq = seq - 1 WHERE domain_tag = 'account:t' AND seq > 5",
+            "UPDATE covenant.audit_trail_chain_links SET seq = seq - 1 "
+            "WHERE domain_tag = 'account:t' AND seq > 5",
+            "UPDATE covenant.audit_trail_head SET seq = 9 WHERE domain_tag = 'account:t'",
+        ],
+        5,
+        "link does not follow",
+    ),
+    "planted row": (
+        [
+            "INSERT INTO covenant.audit_trail SELECT gen_random_uuid(), domain_tag, 11, event_type, "
+            "actor_id, payload, event_time, created_at, entry_hash, entry_hash, 1 "
+            "FROM covenant.audit_trail WHERE domain_tag = 'account:t' AND seq = 10"
+        ],
+        11,
+        "without a chain link",
+    ),
+    "head moved back": (
+        [
+            "UPDATE covenant.audit_trail_head h SET seq = 9, entry_hash = l.entry_hash "
+            "FROM covenant.audit_trail_chain_links l "
+            "WHERE h.domain_tag = 'account:t' AND l.domain_tag = 'account:t' AND l.seq = 9"
+        ],
+        9,
+        "head (seq 9) does not match",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPER))
+def test_superuser_tamper_is_caught_and_quarantines(
+    audit: AuditTrail, migrated_url: str, case: str
+) -> None:
+    statements, first_bad, reason = TAMPER[case]
+    _chain(audit)
+    assert audit.verify("account:t", 1).ok
+    _superuser(migrated_url, *statements)
+    result = audit.verify("account:t", 1)
+    assert not result.ok
+    assert result.first_bad_seq == first_bad, result
+    assert result.reason is not None and reason in result.reason
+    [state] = audit.domains("account:t")
+    assert state.quarantine_state == "open"
+    with pytest.raises(errors.AuditQuarantine):
+        audit.append("account:t", "x", ACTOR, {})
+
+
+def test_truncation_after_a_checkpoint_is_caught(audit: AuditTrail, migrated_url: str) -> None:
+    _chain(audit)
+    assert audit.checkpoint("account:t", "service:ops").seq == 10
+    _superuser(
+        migrated_url,
+        "DELETE FROM covenant.audit_trail WHERE domain_tag = 'account:t' AND seq > 7",
+        "DELETE FROM covenant.audit_trail_chain_links WHERE domain_tag = 'account:t' AND seq > 7",
+        "UPDATE covenant.audit_trail_head h SET seq = 7, entry_hash = l.entry_hash "
+        "FROM covenant.audit_trail_chain_links l "
+        "WHERE h.domain_tag = 'account:t' AND l.domain_tag = 'account:t' AND l.seq = 7",
+    )
+    result = audit.verify("account:t")
+    assert not result.ok and result.first_bad_seq == 10
+    assert result.reason is not None and "checkpoint at seq 10" in result.reason
+
+
+def test_a_detached_partition_is_caught(audit: AuditTrail, migrated_url: str) -> None:
+    _chain(audit)
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT tableoid::regclass::text FROM covenant.audit_trail "
+            "WHERE domain_tag = 'account:t' LIMIT 1"
+        ).fetchone()
+        assert row is not None
+        conn.execute(f"ALTER TABLE covenant.audit_trail DETACH PARTITION {row[0]}".encode())
+    result = audit.verify("account:t", 1)
+    assert not result.ok and result.first_bad_seq == 1
+    assert result.reason is not None and "entry missing" in result.reason
+
+
+def test_incremental_verification_starts_at_the_last_checkpoint(audit: AuditTrail) -> None:
+    _chain(audit, 10)
+    audit.checkpoint("account:t", "service:ops")
+    _chain(audit, 5)
+    result = audit.verify("account:t")
+    assert result.ok and result.checked == 5
+    assert audit.verify("account:t", 1).checked == 15
+
+
+# ------------------------------------------------------------------ quarantine
+
+
+def test_quarantine_recovery_needs_a_probe_and_two_operators(
+    audit: AuditTrail, migrated_url: str
+) -> None:
+    _chain(audit)
+    original = '{"i": 4}'
+    _superuser(
+        migrated_url,
+        "UPDATE covenant.audit_trail SET payload = '{\"i\": 999}' "
+        "WHERE domain_tag = 'account:t' AND seq = 5",
+    )
+    assert not audit.verify("account:t", 1).ok
+    # a probe over the broken range fails and the breaker stays open
+    assert audit.approve_probe("account:t", "service:op-a", last_n=10).state == "open"
+    with pytest.raises(errors.InvalidTransition):
+        audit.approve_reset("account:t", "service:op-a")
+    # repaired (restored from the export), the probe passes: half_open
+    _superuser(
+        migrated_url,
+        f"UPDATE covenant.audit_trail SET payload = '{original}' "
+        "WHERE domain_tag = 'account:t' AND seq = 5",
+    )
+    assert audit.approve_probe("account:t", "service:op-a", last_n=10).state == "half_open"
+    with pytest.raises(errors.AuditQuarantine):
+        audit.append("account:t", "x", ACTOR, {}), "half_open still refuses appends"
+    first = audit.approve_reset("account:t", "service:op-a")
+    assert (first.state, first.approvals) == ("half_open", 1)
+    with pytest.raises(errors.NotAuthorized):
+        audit.approve_reset("account:t", "service:op-a")
+    second = audit.approve_reset("account:t", "0b8c4b0e-6a0b-4d5e-9e7e-3f1f5c3a2b10")
+    assert (second.state, second.ok) == ("closed", True)
+    assert audit.append("account:t", "x", ACTOR, {}).seq == 11
+    # every transition is on the system chain, which verifies
+    with psycopg.connect(migrated_url) as conn:
+        kinds = [
+            r[0]
+            for r in conn.execute(
+                "SELECT event_type FROM covenant.audit_trail "
+                "WHERE domain_tag = 'system:quarantine' ORDER BY seq"
+            ).fetchall()
+        ]
+    assert kinds == [
+        "quarantine.open",
+        "quarantine.probe_failed",
+        "quarantine.half_open",
+        "quarantine.reset_approved",
+        "quarantine.reset_approved",
+        "quarantine.closed",
+    ]
+    assert audit.verify("system:quarantine", 1).ok
+
+
+def test_three_failed_verifications_open_the_breaker(audit: AuditTrail, db: Connector) -> None:
+    _chain(audit, 2)
+    for expected in (1, 2):
+        row = db.fetch_one(
+            "SELECT * FROM covenant.record_audit_verification_failure(%s, %s, %s)",
+            ["account:t", "service:verifier", "statement timeout"],
+        )
+        assert row == {"state": "closed", "consecutive_failures": expected}
+    assert audit.verify("account:t", 1).ok  # a pass resets the count
+    for _ in range(3):
+        row = db.fetch_one(
+            "SELECT * FROM covenant.record_audit_verification_failure(%s, %s, %s)",
+            ["account:t", "service:verifier", "statement timeout"],
+        )
+    assert row == {"state": "open", "consecutive_failures": 3}
+    with pytest.raises(errors.AuditQuarantine):
+        audit.append("account:t", "x", ACTOR, {})
+
+
+# ------------------------------------------------------------------ partitions
+
+
+def test_partitions_are_idempotent_and_healthy(audit: AuditTrail) -> None:
+    health = audit.partition_health()
+    assert health.months_ahead >= 2 and health.default_rows == 0
+    assert audit.ensure_partitions(2) == 0
+    assert audit.ensure_partitions(4) == 2
+    assert audit.ensure_partitions(4) == 0
+    assert audit.partition_health().months_ahead == 4
+    with pytest.raises(errors.InvalidArgument):
+        audit.ensure_partitions(-1)
+
+
+def test_retention_detaches_only_past_months(db: Connector, migrated_url: str) -> None:
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        conn.execute("SET ROLE covenant_migrator")
+        conn.execute(
+            "CREATE TABLE covenant.audit_trail_p200001 PARTITION OF covenant.audit_trail "
+            "FOR VALUES FROM ('2000-01-01 00:00:00+00') TO ('2000-02-01 00:00:00+00')"
+        )
+    current = datetime.now(UTC).strftime("audit_trail_p%Y%m")
+    with pytest.raises(errors.InvalidArgument, match="not a past month"):
+        db.fetch_one(
+            "SELECT * FROM covenant.detach_audit_partition(%s, %s)", [current, "service:ops"]
+        )
+    with pytest.raises(errors.InvalidArgument, match="not an attached audit partition"):
+        db.fetch_one(
+            "SELECT * FROM covenant.detach_audit_partition(%s, %s)",
+            ["audit_trail_p199901", "service:ops"],
+        )
+    row = db.fetch_one(
+        "SELECT * FROM covenant.detach_audit_partition(%s, %s)",
+        ["audit_trail_p200001", "service:ops"],
+    )
+    assert row is not None and row["row_count"] == 0
+    with psycopg.connect(migrated_url) as conn:
+        attached = conn.execute(
+            "SELECT count(*) FROM pg_inherits WHERE inhrelid = "
+            "'covenant.audit_trail_p200001'::regclass"
+        ).fetchone()
+        triggers = conn.execute(
+            "SELECT array_agg(tgname::text ORDER BY tgname) FROM pg_trigger WHERE tgrelid = "
+            "'covenant.audit_trail_p200001'::regclass AND tgenabled = 'A'"
+        ).fetchone()
+    assert attached == (0,), "detached, and still there (never dropped)"
+    assert triggers == (["audit_trail_append_only", "audit_trail_no_truncate"],)
