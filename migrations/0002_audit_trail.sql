@@ -189,6 +189,8 @@ ALTER TABLE covenant.audit_trail_checkpoints ENABLE ROW LEVEL SECURITY;
 ALTER TABLE covenant.audit_trail_checkpoints FORCE ROW LEVEL SECURITY;
 ALTER TABLE covenant.audit_trail_retention ENABLE ROW LEVEL SECURITY;
 ALTER TABLE covenant.audit_trail_retention FORCE ROW LEVEL SECURITY;
+ALTER TABLE covenant.audit_quarantine ENABLE ROW LEVEL SECURITY;
+ALTER TABLE covenant.audit_quarantine FORCE ROW LEVEL SECURITY;
 
 -- One row per domain: its head, last checkpoint and quarantine state.
 -- security_invoker (PostgreSQL 15+): the reader's own privileges and

@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/sqlfluff lint migrations sql
-.venv/bin/ruff check python bench
-.venv/bin/ruff format --check python bench
+.venv/bin/ruff check python bench scripts
+.venv/bin/ruff format --check python bench scripts
 .venv/bin/mypy

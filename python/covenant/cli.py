@@ -10,16 +10,21 @@ import argparse
 import logging
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import psycopg
+import psycopg_pool
 
 from covenant import embedded
+from covenant.audit import AuditTrail
 from covenant.config import env_example, load_settings
+from covenant.db import Connector
 from covenant.demo import print_installation, run_demo
+from covenant.errors import CovenantError
 from covenant.migrate import MigrationError, describe_target, migrate, status
 from covenant.schema import snapshot
+from covenant.verify import export_domain, verify_export
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -150,23 +155,144 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="covenant", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _connector(args: argparse.Namespace) -> Connector:
+    settings = load_settings()
+    url = args.database_url or settings.database_url
+    if not url:
+        raise CliError("no database URL: pass --database-url or set COVENANT_DATABASE_URL")
+    try:
+        return Connector(settings, database_url=url).open()
+    except psycopg_pool.PoolTimeout:
+        raise CliError(f"cannot connect to {describe_target(url)}") from None
 
-    p = sub.add_parser("migrate", help="install or upgrade covenant on a database")
-    p.add_argument("--database-url", help="default: $COVENANT_DATABASE_URL")
-    p.add_argument("--status", action="store_true", help="show applied/pending; change nothing")
-    p.add_argument(
-        "--lock-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="wait this long for the migration lock (default 30, $COVENANT_MIGRATE_LOCK_TIMEOUT_S)",
-    )
-    p.add_argument("--migrations-dir", help=argparse.SUPPRESS)
-    p.add_argument("--sql-dir", help=argparse.SUPPRESS)
-    p.set_defaults(func=_migrate)
 
+class CliError(Exception):
+    """A refusal the CLI reports in one line."""
+
+
+def _audit_command(run: Callable[[AuditTrail], int]) -> Callable[[argparse.Namespace], int]:
+    def command(args: argparse.Namespace) -> int:
+        try:
+            with _connector(args) as db:
+                return run(AuditTrail(db))
+        except CliError as exc:
+            print(f"covenant {args.command}: error: {exc}", file=sys.stderr)
+        except CovenantError as exc:
+            print(f"covenant {args.command}: error: {exc}", file=sys.stderr)
+        except psycopg.Error as exc:
+            print(
+                f"covenant {args.command}: error: {str(exc).strip().splitlines()[0]}",
+                file=sys.stderr,
+            )
+        return 1
+
+    return command
+
+
+def _partitions(args: argparse.Namespace) -> int:
+    def run(audit: AuditTrail) -> int:
+        if args.partitions_command == "ensure":
+            created = audit.ensure_partitions(args.months_ahead)
+            print(f"created {created} partition(s)")
+        health = audit.partition_health()
+        print(
+            f"months ahead: {health.months_ahead}  DEFAULT rows: {health.default_rows}  "
+            f"newest: {health.newest_partition}  partitions: {health.partitions}"
+        )
+        problems = []
+        if health.months_ahead < args.min_months:
+            problems.append(f"headroom {health.months_ahead} < {args.min_months} months")
+        if health.default_rows:
+            problems.append(f"{health.default_rows} row(s) in the DEFAULT partition")
+        for problem in problems:
+            print(f"ALERT: {problem} (docs/runbook.md: partition headroom)", file=sys.stderr)
+        return 1 if problems else 0
+
+    return _audit_command(run)(args)
+
+
+def _quarantine(args: argparse.Namespace) -> int:
+    def run(audit: AuditTrail) -> int:
+        if args.quarantine_command == "status":
+            rows = audit.domains(args.domain)
+            for d in rows:
+                detail = (
+                    f"  ({d.quarantine_reason}, first bad seq {d.first_bad_seq})"
+                    if (d.quarantine_state != "closed")
+                    else ""
+                )
+                print(
+                    f"{d.domain_tag:<40} {d.quarantine_state:<9} head {d.head_seq:<8} "
+                    f"checkpoint {d.last_checkpoint_seq}{detail}"
+                )
+            return 1 if any(d.quarantine_state != "closed" for d in rows) else 0
+        if args.quarantine_command == "approve-probe":
+            probe = audit.approve_probe(args.domain, args.operator, args.last_n)
+            print(f"{args.domain}: {probe.state}" + (f" ({probe.reason})" if probe.reason else ""))
+            return 0 if probe.ok else 1
+        reset = audit.approve_reset(args.domain, args.operator)
+        print(
+            f"{args.domain}: {reset.state}, {reset.approvals} approval(s)"
+            + (f" ({reset.reason})" if reset.reason else "")
+        )
+        return 0 if reset.state in ("closed", "half_open") else 1
+
+    return _audit_command(run)(args)
+
+
+def _checkpoint(args: argparse.Namespace) -> int:
+    def run(audit: AuditTrail) -> int:
+        cp = audit.checkpoint(args.domain, args.actor)
+        if cp.seq is None:
+            print(f"{args.domain}: no checkpoint: {cp.reason}", file=sys.stderr)
+            return 1
+        print(
+            f"{args.domain}: checkpoint at seq {cp.seq}" + ("" if cp.created else f" ({cp.reason})")
+        )
+        return 0
+
+    return _audit_command(run)(args)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    if args.export:
+        try:
+            with open(args.export, encoding="utf-8") as handle:
+                result = verify_export(handle)
+        except OSError as exc:
+            print(f"covenant verify: error: {exc}", file=sys.stderr)
+            return 1
+        print(_verdict(result.ok, result.checked, result.first_bad_seq, result.reason))
+        return 0 if result.ok else 1
+    if not args.domain:
+        print("covenant verify: error: pass --domain TAG or --export FILE", file=sys.stderr)
+        return 2
+
+    def run(audit: AuditTrail) -> int:
+        v = audit.verify(args.domain, args.from_seq)
+        print(_verdict(v.ok, v.checked, v.first_bad_seq, v.reason))
+        return 0 if v.ok else 1
+
+    return _audit_command(run)(args)
+
+
+def _verdict(ok: bool, checked: int, first_bad_seq: int | None, reason: str | None) -> str:
+    if ok:
+        return f"ok: {checked} entries verified"
+    return f"BROKEN at seq {first_bad_seq}: {reason} ({checked} entries checked)"
+
+
+def _export(args: argparse.Namespace) -> int:
+    def run(audit: AuditTrail) -> int:
+        with audit.db.pool.connection() as conn:
+            for line in export_domain(conn, args.domain, args.from_seq or 1):
+                sys.stdout.write(line + "\n")
+        return 0
+
+    return _audit_command(run)(args)
+
+
+def _add_db_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("db", help="the embedded PostgreSQL cluster under .covenant/")
     dbsub = p.add_subparsers(dest="db_command", required=True)
     up = dbsub.add_parser("up", help="create/start the cluster and print its DSN")
@@ -191,6 +317,76 @@ def build_parser() -> argparse.ArgumentParser:
         each.add_argument("--socket", action="store_true", help="print the unix-socket DSN")
     p.set_defaults(func=_db)
 
+
+def _add_audit_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("partitions", help="audit-trail partitions")
+    psub = p.add_subparsers(dest="partitions_command", required=True)
+    ensure = psub.add_parser("ensure", help="create this month's and the next N months' partitions")
+    ensure.add_argument("--months-ahead", type=int, default=2)
+    health = psub.add_parser("health", help="headroom and DEFAULT-partition rows (exit 1: alert)")
+    for each in (ensure, health):
+        each.add_argument("--database-url")
+        each.add_argument(
+            "--min-months",
+            type=int,
+            default=2,
+            help="alert (exit 1) below this headroom (default 2)",
+        )
+    p.set_defaults(func=_partitions)
+
+    p = sub.add_parser("quarantine", help="the audit quarantine breaker")
+    qsub = p.add_subparsers(dest="quarantine_command", required=True)
+    qstatus = qsub.add_parser("status", help="state of every domain (exit 1 if any is not closed)")
+    qstatus.add_argument("--domain")
+    probe = qsub.add_parser("approve-probe", help="open -> half_open if a probe passes")
+    probe.add_argument("--last-n", type=int, default=1000)
+    reset = qsub.add_parser("approve-reset", help="half_open -> closed after two operators")
+    for each in (probe, reset):
+        each.add_argument("--domain", required=True)
+        each.add_argument("--operator", required=True, help="the operator's actor id")
+    for each in (qstatus, probe, reset):
+        each.add_argument("--database-url")
+    p.set_defaults(func=_quarantine)
+
+    p = sub.add_parser("checkpoint", help="verify a domain and seal it with a checkpoint")
+    p.add_argument("--domain", required=True)
+    p.add_argument("--actor", required=True)
+    p.add_argument("--database-url")
+    p.set_defaults(func=_checkpoint)
+
+    p = sub.add_parser("verify", help="verify a chain: in the database, or an export offline")
+    p.add_argument("--domain")
+    p.add_argument("--from-seq", type=int)
+    p.add_argument("--export", metavar="FILE", help="verify this JSON Lines export offline")
+    p.add_argument("--database-url")
+    p.set_defaults(func=_verify)
+
+    p = sub.add_parser("export", help="export a domain's chain as JSON Lines (stdout)")
+    p.add_argument("--domain", required=True)
+    p.add_argument("--from-seq", type=int)
+    p.add_argument("--database-url")
+    p.set_defaults(func=_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="covenant", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("migrate", help="install or upgrade covenant on a database")
+    p.add_argument("--database-url", help="default: $COVENANT_DATABASE_URL")
+    p.add_argument("--status", action="store_true", help="show applied/pending; change nothing")
+    p.add_argument(
+        "--lock-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="wait this long for the migration lock (default 30, $COVENANT_MIGRATE_LOCK_TIMEOUT_S)",
+    )
+    p.add_argument("--migrations-dir", help=argparse.SUPPRESS)
+    p.add_argument("--sql-dir", help=argparse.SUPPRESS)
+    p.set_defaults(func=_migrate)
+
+    _add_db_commands(sub)
+
     p = sub.add_parser("config", help="configuration")
     csub = p.add_subparsers(dest="config_command", required=True)
     csub.add_parser("example", help="print .env.example")
@@ -206,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="what covenant has installed on a database")
     p.add_argument("--database-url")
     p.set_defaults(func=_info)
+
+    _add_audit_commands(sub)
 
     p = sub.add_parser("demo", help="migrate and run the demo scenario")
     p.add_argument("--database-url")

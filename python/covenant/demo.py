@@ -7,8 +7,14 @@ the audit chain and a tamper caught).
 
 from __future__ import annotations
 
+import uuid
+
 import psycopg
 
+from covenant.audit import AuditEntry, AuditTrail
+from covenant.config import load_settings
+from covenant.db import Connector
+from covenant.errors import AuditQuarantine
 from covenant.migrate import connect, describe_target, migrate, status
 
 
@@ -82,6 +88,57 @@ def _yn(value: object) -> str:
     return "yes" if value else "no"
 
 
+def audit_story(url: str) -> None:
+    """Appends, a verification, a superuser tamper caught, the quarantine refusing."""
+    domain = f"account:demo-{uuid.uuid4().hex[:8]}"
+    settings = load_settings({"COVENANT_POOL_MAX_SIZE": "4"})
+    with Connector(settings, database_url=url) as db:
+        audit = AuditTrail(db)
+        print(f"\n== the audit trail: domain {domain}")
+        for event, payload in (
+            ("credit.allocated", {"amount_micro": "25000000", "source": "deposit"}),
+            ("credit.reserved", {"amount_micro": "1500000", "ttl": "PT10M"}),
+            ("credit.finalized", {"actual_micro": "1234567"}),
+        ):
+            r = audit.append(domain, event, "service:ledger", payload)
+            print(
+                f"  seq {r.seq}  {event:<17} {r.entry_hash.hex()[:16]}…  "
+                f"(follows {r.previous_hash.hex()[:16]}…)"
+            )
+        batch = [AuditEntry("usage.reported", "service:metering", {"job": i}) for i in range(5)]
+        receipts = audit.append_many(domain, batch)
+        print(
+            f"  a batch of {len(receipts)} in one call: seq {receipts[0].seq}..{receipts[-1].seq}"
+        )
+        retry = audit.append_many(domain, batch[:1])[0]
+        print(f"  the same entry sent again: seq {retry.seq}, duplicate={retry.duplicate}")
+        v = audit.verify(domain, 1)
+        print(f"  verify_audit_chain: ok={v.ok}, {v.checked} entries checked")
+        cp = audit.checkpoint(domain, "service:ops")
+        print(f"  checkpoint at seq {cp.seq}")
+        with psycopg.connect(url, autocommit=True) as su:
+            su.execute("BEGIN")
+            su.execute("ALTER TABLE covenant.audit_trail DISABLE TRIGGER audit_trail_append_only")
+            su.execute(
+                'UPDATE covenant.audit_trail SET payload = \'{"actual_micro": "1"}\' '
+                "WHERE domain_tag = %s AND seq = 3",
+                [domain],
+            )
+            su.execute(
+                "ALTER TABLE covenant.audit_trail ENABLE ALWAYS TRIGGER audit_trail_append_only"
+            )
+            su.execute("COMMIT")
+        print("  a superuser disables the trigger and rewrites seq 3's payload …")
+        v = audit.verify(domain, 1)
+        print(f"  verify_audit_chain: ok={v.ok}, first bad seq {v.first_bad_seq}: {v.reason}")
+        [state] = audit.domains(domain)
+        print(f"  quarantine: {state.quarantine_state}")
+        try:
+            audit.append(domain, "credit.reserved", "service:ledger", {"amount_micro": "1"})
+        except AuditQuarantine as exc:
+            print(f"  the next append is refused: {exc.code} {exc.message}")
+
+
 def run_demo(url: str) -> None:
     print("== covenant demo ==")
     print(f"migrating {describe_target(url)} ...")
@@ -98,3 +155,4 @@ def run_demo(url: str) -> None:
     print(f"  a second run changes nothing: {not second.changed_anything}")
     print()
     print_installation(url)
+    audit_story(url)

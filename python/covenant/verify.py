@@ -83,6 +83,7 @@ _ESCAPES = {
 _NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_LONG_FRACTION = re.compile(r"[.,]\d{7}")
 _CANONICAL_TIME = re.compile(r"\d{4,}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 
 
@@ -192,7 +193,13 @@ def canonical_payload(json_text: str) -> str:
 
 def canonical_time(event_time: datetime | str) -> str:
     """``to_char(event_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')``."""
-    moment = datetime.fromisoformat(event_time) if isinstance(event_time, str) else event_time
+    if isinstance(event_time, str):
+        if _LONG_FRACTION.search(event_time):
+            # Python truncates a 7th digit, PostgreSQL rounds it: refuse, not guess
+            raise ValueError("event_time has more than 6 fractional digits")
+        moment = datetime.fromisoformat(event_time)
+    else:
+        moment = event_time
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("event_time needs a time zone offset (a timestamptz)")
     utc = moment.astimezone(UTC)
@@ -473,18 +480,25 @@ _PAGE_SIZE = 1000
 
 
 def _dump(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n"
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def export_domain(
     conn: psycopg.Connection[Any], domain_tag: str, from_seq: int = 1
 ) -> Iterator[str]:
-    """Yield the export of one domain's chain, one newline-terminated line each.
+    """Yield the export of one domain's chain, one JSON Lines line at a time.
 
-    ``file.writelines(export_domain(conn, tag))`` writes a file that
-    :func:`verify_export` checks. The range ends at the head read first, so
+    The lines carry no line terminator: write each followed by ``"\n"`` to
+    make the file that :func:`verify_export` checks (which accepts lines with
+    or without one, and skips blank lines). The range ends at the head read first, so
     concurrent appends do not tear it; pages are read by seq. The exported
-    values are what the database holds: nothing is recomputed here.
+    values are what the database holds: nothing is recomputed here. Content
+    comes from ``audit_trail``, the hashes from ``audit_trail_chain_links``,
+    so a row missing from ``audit_trail`` shows as a seq gap: entries sealed
+    and detached by retention are such rows, so export a domain with
+    detached history from the seq after the sealed one (its anchor then
+    comes from the chain links, and should be compared with a checkpoint).
+    Raises :class:`LookupError` when seq ``from_seq - 1`` is not in the chain.
     """
     if from_seq < 1:
         raise ValueError("from_seq must be 1 or more")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -547,3 +551,107 @@ def test_retention_detaches_only_past_months(db: Connector, migrated_url: str) -
         ).fetchone()
     assert attached == (0,), "detached, and still there (never dropped)"
     assert triggers == (["audit_trail_append_only", "audit_trail_no_truncate"],)
+
+
+def test_builtin_sha256_equals_pgcrypto_digest(
+    conn: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    row = conn.execute(
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE e.extname = 'pgcrypto'"
+    ).fetchone()
+    assert row is not None, "covenant migrate installs pgcrypto"
+    digest = f"{row[0]}.digest"
+    same = conn.execute(
+        f"SELECT bool_and(sha256(convert_to(s, 'UTF8')) = {digest}(convert_to(s, 'UTF8'), 'sha256')) "
+        "FROM (VALUES (''), ('covenant.audit.v1'), (repeat('é✓𝄞', 1000))) AS v(s)".encode()
+    ).fetchone()
+    assert same == (True,)
+
+
+# ------------------------------------------------------------------ command line
+
+
+def _cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "covenant.cli", *args, "--database-url", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_export_then_offline_verify(
+    audit: AuditTrail, migrated_url: str, tmp_path: Path
+) -> None:
+    _chain(audit, 12)
+    exported = _cli("export", "--domain", "account:t", url=migrated_url)
+    assert exported.returncode == 0, exported.stderr
+    path = tmp_path / "chain.jsonl"
+    path.write_text(exported.stdout)
+    ok = subprocess.run(
+        [sys.executable, "-m", "covenant.cli", "verify", "--export", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0 and "ok: 12 entries verified" in ok.stdout
+    lines = exported.stdout.splitlines()
+    entry = json.loads(lines[6])  # line 0 is the header: this is seq 6
+    assert entry["seq"] == 6
+    entry["payload"] = '{"i": 600}'  # edit one exported entry's payload
+    lines[6] = json.dumps(entry)
+    path.write_text("\n".join(lines) + "\n")
+    bad = subprocess.run(
+        [sys.executable, "-m", "covenant.cli", "verify", "--export", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 1 and "BROKEN at seq 6" in bad.stdout, bad.stdout
+
+
+def test_cli_verify_checkpoint_partitions_and_quarantine(
+    audit: AuditTrail, migrated_url: str
+) -> None:
+    _chain(audit, 3)
+    assert (
+        _cli("verify", "--domain", "account:t", "--from-seq", "1", url=migrated_url).returncode == 0
+    )
+    cp = _cli("checkpoint", "--domain", "account:t", "--actor", "service:ops", url=migrated_url)
+    assert cp.returncode == 0 and "checkpoint at seq 3" in cp.stdout
+    health = _cli("partitions", "health", url=migrated_url)
+    assert health.returncode == 0 and "months ahead: 2" in health.stdout
+    alarm = _cli("partitions", "health", "--min-months", "6", url=migrated_url)
+    assert alarm.returncode == 1 and "ALERT: headroom 2 < 6 months" in alarm.stderr
+    assert _cli("partitions", "ensure", "--months-ahead", "6", url=migrated_url).returncode == 0
+    assert _cli("quarantine", "status", url=migrated_url).returncode == 0
+    _superuser(
+        migrated_url,
+        "UPDATE covenant.audit_trail SET payload = '{}' WHERE domain_tag = 'account:t' AND seq = 2",
+    )
+    broken = _cli("verify", "--domain", "account:t", "--from-seq", "1", url=migrated_url)
+    assert broken.returncode == 1 and "BROKEN at seq 2" in broken.stdout
+    status = _cli("quarantine", "status", url=migrated_url)
+    assert status.returncode == 1 and "open" in status.stdout
+    refused = _cli(
+        "quarantine",
+        "approve-reset",
+        "--domain",
+        "account:t",
+        "--operator",
+        "service:op",
+        url=migrated_url,
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.strip().startswith("covenant quarantine: error: INVALID_TRANSITION")
+
+
+@pytest.mark.parametrize("tag", ["system:quarantine", "system:anything"])
+def test_system_domains_are_reserved(audit: AuditTrail, migrated_url: str, tag: str) -> None:
+    with pytest.raises(errors.NotAuthorized):
+        audit.append(tag, "quarantine.closed", "service:forger", {"domain_tag": "account:t"})
+    with pytest.raises(errors.NotAuthorized):
+        audit.append_many(tag, [AuditEntry("quarantine.closed", "service:forger", {})])
+    assert _count(migrated_url) == 0

@@ -29,6 +29,25 @@ BEGIN
 END;
 $$;
 
+-- CV005 for tags under system: (covenant's own chains, e.g. the record of
+-- quarantine transitions), which only covenant's functions append to.
+CREATE OR REPLACE FUNCTION covenant._check_not_system(p_domain_tag text)
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.starts_with(p_domain_tag, 'system:') THEN
+        PERFORM covenant._raise(
+            'NOT_AUTHORIZED',
+            pg_catalog.format('domain %s is reserved: covenant writes system: domains itself',
+                              p_domain_tag)
+        );
+    END IF;
+END;
+$$;
+
 -- CV004 unless the tag has the canonical form.
 CREATE OR REPLACE FUNCTION covenant._check_domain_tag(p_domain_tag text)
 RETURNS void
@@ -176,7 +195,7 @@ BEGIN
               AND t.created_at = v_link.created_at;
             IF v_link.domain_tag = p_domain_tag AND FOUND
                AND v_row.event_type = p_event_types[i] AND v_row.actor_id = p_actor_ids[i]
-               AND v_row.payload = p_payloads[i] THEN
+               AND v_row.payload::text = p_payloads[i]::text THEN
                 RETURN NEXT ROW(v_link.entry_id, v_link.domain_tag, v_link.seq, v_link.previous_hash,
                                 v_link.entry_hash, v_link.created_at, TRUE)::covenant.audit_receipt;
                 CONTINUE;
@@ -258,6 +277,7 @@ DECLARE
     v_receipt covenant.audit_receipt;
 BEGIN
     PERFORM covenant._check_domain_tag(p_domain_tag);
+    PERFORM covenant._check_not_system(p_domain_tag);
     PERFORM covenant._audit_check_entry(
         NULL, p_entry_id, p_event_type, p_actor_id, p_payload, p_event_time
     );
@@ -294,6 +314,7 @@ DECLARE
     v_time timestamptz;
 BEGIN
     PERFORM covenant._check_domain_tag(p_domain_tag);
+    PERFORM covenant._check_not_system(p_domain_tag);
     IF p_entries IS NULL OR pg_catalog.jsonb_typeof(p_entries) <> 'array' THEN
         PERFORM covenant._raise('INVALID_ARGUMENT', 'p_entries must be a JSON array of entries');
     END IF;

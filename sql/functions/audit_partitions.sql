@@ -1,6 +1,19 @@
 -- Monthly partitions of covenant.audit_trail (docs/audit.md, docs/runbook.md).
 -- Names: audit_trail_pYYYYMM, bounds: the UTC month.
 
+-- Is covenant.<p_name> a partition of covenant.audit_trail right now?
+CREATE OR REPLACE FUNCTION covenant._audit_partition_attached(p_name text)
+RETURNS boolean
+LANGUAGE sql
+STABLE
+AS $$
+    SELECT EXISTS (
+        SELECT FROM pg_catalog.pg_inherits AS i
+        WHERE i.inhrelid = pg_catalog.to_regclass('covenant.' || p_name)
+          AND i.inhparent = 'covenant.audit_trail'::pg_catalog.regclass
+    )
+$$;
+
 -- Create the current month's partition and the next p_months_ahead ones,
 -- idempotently; returns how many it created. A month whose rows already
 -- landed in the DEFAULT partition cannot get a partition (PostgreSQL would
@@ -25,7 +38,13 @@ BEGIN
     FOR i IN 0 .. p_months_ahead LOOP
         v_from := (v_month + pg_catalog.make_interval(months => i))::date;
         v_name := 'audit_trail_p' || pg_catalog.to_char(v_from, 'YYYYMM');
-        CONTINUE WHEN pg_catalog.to_regclass('covenant.' || v_name) IS NOT NULL;
+        IF pg_catalog.to_regclass('covenant.' || v_name) IS NOT NULL THEN
+            IF NOT covenant._audit_partition_attached(v_name) THEN
+                RAISE WARNING 'covenant: % exists but is detached; its month''s rows go to the '
+                    'DEFAULT partition until it is re-attached (docs/runbook.md)', v_name;
+            END IF;
+            CONTINUE;
+        END IF;
         BEGIN
             EXECUTE pg_catalog.format(
                 'CREATE TABLE covenant.%I PARTITION OF covenant.audit_trail '
@@ -63,8 +82,8 @@ DECLARE
     v_newest text;
     v_count integer;
 BEGIN
-    WHILE pg_catalog.to_regclass('covenant.audit_trail_p' || pg_catalog.to_char(
-        v_month + pg_catalog.make_interval(months => v_ahead + 1), 'YYYYMM')) IS NOT NULL
+    WHILE covenant._audit_partition_attached('audit_trail_p' || pg_catalog.to_char(
+        v_month + pg_catalog.make_interval(months => v_ahead + 1), 'YYYYMM'))
         AND v_ahead < 1200 LOOP
         v_ahead := v_ahead + 1;
     END LOOP;

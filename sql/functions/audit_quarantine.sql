@@ -109,6 +109,7 @@ DECLARE
     v_failures integer;
     v_state text;
 BEGIN
+    PERFORM covenant._require_read_committed();
     PERFORM covenant._check_domain_tag(p_domain_tag);
     PERFORM covenant._check_actor_id(p_actor_id);
     PERFORM pg_catalog.pg_advisory_xact_lock(covenant._audit_lock_key(p_domain_tag));

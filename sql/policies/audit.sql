@@ -45,6 +45,18 @@ DROP POLICY IF EXISTS audit_head_select ON covenant.audit_trail_head;
 CREATE POLICY audit_head_select ON covenant.audit_trail_head
 FOR SELECT TO covenant_app, covenant_dba, covenant_migrator USING (TRUE);
 
+-- The breaker state: written by its owner's functions only, never deleted
+-- (a trigger refuses DELETE and TRUNCATE).
+DROP POLICY IF EXISTS audit_quarantine_insert ON covenant.audit_quarantine;
+CREATE POLICY audit_quarantine_insert ON covenant.audit_quarantine
+FOR INSERT TO covenant_migrator WITH CHECK (TRUE);
+DROP POLICY IF EXISTS audit_quarantine_update ON covenant.audit_quarantine;
+CREATE POLICY audit_quarantine_update ON covenant.audit_quarantine
+FOR UPDATE TO covenant_migrator USING (TRUE) WITH CHECK (TRUE);
+DROP POLICY IF EXISTS audit_quarantine_select ON covenant.audit_quarantine;
+CREATE POLICY audit_quarantine_select ON covenant.audit_quarantine
+FOR SELECT TO covenant_app, covenant_dba, covenant_migrator USING (TRUE);
+
 -- Tables: reads for the runtime and break-glass roles, no writes.
 GRANT SELECT ON
 covenant.audit_trail,

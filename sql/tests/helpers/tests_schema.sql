@@ -82,3 +82,21 @@ AS $$
       AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
       AND pg_catalog.has_table_privilege(p_role, c.oid, priv)
 $$;
+
+-- Views in schema covenant that do not run with the reader's privileges
+-- (no security_invoker option, or one set to false): such a view reads as
+-- its owner, covenant_migrator, around the reader's grants and policies.
+CREATE OR REPLACE FUNCTION tests.views_without_security_invoker()
+RETURNS SETOF regclass
+LANGUAGE sql STABLE
+AS $$
+    SELECT c.oid::regclass
+    FROM pg_catalog.pg_class AS c
+    JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'covenant'
+      AND c.relkind = 'v'
+      AND NOT EXISTS (
+          SELECT FROM pg_catalog.pg_options_to_table(c.reloptions) AS o
+          WHERE o.option_name = 'security_invoker' AND o.option_value::boolean
+      )
+$$;
