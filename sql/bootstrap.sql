@@ -11,6 +11,8 @@
 -- planted in a writable schema (say public.pg_catalog.format(text, text) in a database
 -- upgraded from PostgreSQL 14) would otherwise run with this login's rights.
 SET LOCAL search_path = pg_catalog, pg_temp;
+-- The DDL guard (where installed) lets the runner's DDL through.
+SELECT pg_catalog.set_config('covenant.ddl', 'migrate', TRUE);
 
 -- 1. Roles (cluster-wide). A concurrent bootstrap in another database of the
 --    same cluster may create a role between our check and our CREATE (the

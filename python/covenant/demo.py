@@ -118,6 +118,7 @@ def audit_story(url: str) -> None:
         print(f"  checkpoint at seq {cp.seq}")
         with psycopg.connect(url, autocommit=True) as su:
             su.execute("BEGIN")
+            su.execute("SET LOCAL covenant.ddl = 'tamper'")  # a superuser passes the DDL guard
             su.execute("ALTER TABLE covenant.audit_trail DISABLE TRIGGER audit_trail_append_only")
             su.execute(
                 'UPDATE covenant.audit_trail SET payload = \'{"actual_micro": "1"}\' '

@@ -83,6 +83,7 @@ class MigrateResult:
     applied: list[str] = field(default_factory=list)
     repeatables_applied: list[str] = field(default_factory=list)
     elapsed_ms: int = 0
+    ddl_guard: bool = False
 
     @property
     def changed_anything(self) -> bool:
@@ -361,6 +362,9 @@ def _enter_migrator(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     conn.execute("SET LOCAL ROLE covenant_migrator")
     # Nothing resolves through the search path: every covenant name is qualified.
     conn.execute("SET LOCAL search_path TO pg_catalog, pg_temp")
+    # The DDL guard (event triggers, where a superuser installed covenant)
+    # lets this transaction's DDL through.
+    conn.execute("SET LOCAL covenant.ddl = 'migrate'")
 
 
 def _apply_migration(conn: psycopg.Connection[tuple[object, ...]], migration: Migration) -> None:
@@ -450,6 +454,27 @@ def _apply_plan(
     result.repeatables_applied = [f.label for f in plan.repeatables]
 
 
+def _install_event_triggers(
+    conn: psycopg.Connection[tuple[object, ...]], sql_dir: Path, say: Callable[[str], None]
+) -> bool:
+    """The DDL guard needs CREATE EVENT TRIGGER, i.e. a superuser; else skip it."""
+    row = conn.execute(
+        "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    path = sql_dir / "superuser" / "event_triggers.sql"
+    if not (row and row[0]) or not path.is_file():
+        say("not a superuser: the DDL guard (event triggers) is not installed")
+        return False
+    try:
+        with conn.transaction():
+            conn.execute("SET LOCAL search_path TO pg_catalog, pg_temp")
+            conn.execute("SET LOCAL covenant.ddl = 'migrate'")
+            conn.execute(path.read_bytes())
+    except psycopg.Error as exc:
+        raise _db_error("sql/superuser/event_triggers.sql failed", exc) from None
+    return True
+
+
 def migrate(
     database_url: str,
     *,
@@ -476,6 +501,7 @@ def migrate(
             with _migration_lock(conn, lock_timeout_s):
                 _bootstrap(conn, sql_folder)
                 _apply_plan(conn, _plan(conn, migrations, repeatables), result, say)
+                result.ddl_guard = _install_event_triggers(conn, sql_folder, say)
         except psycopg.OperationalError as exc:
             raise MigrationError(f"lost the connection: {_first_line(exc)}") from None
         except psycopg.Error as exc:

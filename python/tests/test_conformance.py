@@ -495,6 +495,7 @@ def test_content_after_trailer(chain: list[str]) -> None:
 
 def _tamper_database(conn: Conn, statement: str) -> None:
     """Edit as a superuser with the append-only triggers off (all rolled back with the test)."""
+    conn.execute("SET LOCAL covenant.ddl = 'tamper'")  # a superuser passes the DDL guard
     conn.execute("ALTER TABLE covenant.audit_trail DISABLE TRIGGER USER")
     conn.execute(statement.encode())
 

@@ -22,6 +22,7 @@ from covenant.migrate import (
     LOCK_KEY,
     MigrationError,
     discover_migrations,
+    discover_repeatables,
     migrate,
     status,
 )
@@ -66,6 +67,7 @@ def test_fresh_install_then_noop(empty_url: str) -> None:
     ]
     assert first.repeatables_applied, "repeatable definitions were applied"
     assert first.server_version >= 140000
+    assert first.ddl_guard, "a superuser install gets the DDL guard (event triggers)"
     second = migrate(empty_url)
     assert not second.changed_anything
     assert _scalar(empty_url, "SELECT count(*) FROM covenant.schema_migrations") == MIGRATION_COUNT
@@ -80,9 +82,7 @@ def test_fresh_install_then_noop(empty_url: str) -> None:
 
 def test_status_reports_pending_then_current(empty_url: str) -> None:
     before = status(empty_url)
-    assert before.pending == MIGRATION_COUNT + len(list((ROOT / "sql").glob("*/*.sql"))) - len(
-        list((ROOT / "sql" / "tests").glob("*.sql"))
-    )
+    assert before.pending == MIGRATION_COUNT + len(discover_repeatables(ROOT / "sql"))
     assert all(state == "pending" for _, _, state in before.rows)
     migrate(empty_url)
     after = status(empty_url)
@@ -288,6 +288,7 @@ def test_non_superuser_deployer_with_createrole(tmp_path: Path) -> None:
             admin.execute("ALTER ROLE deployer CREATEROLE")
         result = migrate(url)
         assert len(result.applied) == MIGRATION_COUNT
+        assert not result.ddl_guard, "event triggers need a superuser: skipped, and said so"
         assert not migrate(url).changed_anything
         # a second login that is neither a member nor able to grant is refused by name
         with psycopg.connect(cluster.dsn, autocommit=True) as admin:

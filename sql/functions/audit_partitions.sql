@@ -31,10 +31,13 @@ DECLARE
     v_from date;
     v_name text;
     v_created integer := 0;
+    v_ddl text := pg_catalog.current_setting('covenant.ddl', TRUE);
 BEGIN
     IF p_months_ahead IS NULL OR p_months_ahead < 0 OR p_months_ahead > 120 THEN
         PERFORM covenant._raise('INVALID_ARGUMENT', 'p_months_ahead must be between 0 and 120');
     END IF;
+    -- our own DDL passes the DDL guard; the caller's setting is restored below
+    PERFORM pg_catalog.set_config('covenant.ddl', 'create_audit_partitions', TRUE);
     FOR i IN 0 .. p_months_ahead LOOP
         v_from := (v_month + pg_catalog.make_interval(months => i))::date;
         v_name := 'audit_trail_p' || pg_catalog.to_char(v_from, 'YYYYMM');
@@ -60,6 +63,7 @@ BEGIN
         PERFORM covenant._audit_protect_partition(('covenant.' || v_name)::regclass);
         v_created := v_created + 1;
     END LOOP;
+    PERFORM pg_catalog.set_config('covenant.ddl', coalesce(v_ddl, ''), TRUE);
     RETURN v_created;
 END;
 $$;
@@ -118,6 +122,7 @@ DECLARE
     v_sealed jsonb;
     v_domain text;
     v_cp record;
+    v_ddl text;
 BEGIN
     PERFORM covenant._require_read_committed();
     PERFORM covenant._check_actor_id(p_actor_id);
@@ -161,8 +166,11 @@ BEGIN
     INSERT INTO covenant.audit_trail_retention
         (partition_name, range_from, range_to, row_count, checksum, sealed, detached_by)
     VALUES (p_partition, v_from, v_to, v_rows, v_checksum, v_sealed, p_actor_id);
+    v_ddl := pg_catalog.current_setting('covenant.ddl', TRUE);
+    PERFORM pg_catalog.set_config('covenant.ddl', 'detach_audit_partition', TRUE);
     EXECUTE pg_catalog.format('ALTER TABLE covenant.audit_trail DETACH PARTITION %s', v_rel);
     PERFORM covenant._audit_protect_partition(v_rel);
+    PERFORM pg_catalog.set_config('covenant.ddl', coalesce(v_ddl, ''), TRUE);
     RETURN QUERY SELECT p_partition, v_rows, v_checksum, v_sealed;
 END;
 $$;

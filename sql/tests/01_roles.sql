@@ -1,5 +1,7 @@
 -- The three covenant roles exist with the attributes of docs/security.md.
 BEGIN;
+-- The suite's own DDL passes the DDL guard (16_ddl_guard.sql tests the guard).
+DO $mark$ BEGIN PERFORM set_config('covenant.ddl', 'pgtap', TRUE); END $mark$;
 SELECT plan(21);
 
 SELECT has_role('covenant_migrator');

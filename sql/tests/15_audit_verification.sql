@@ -4,6 +4,8 @@
 -- the transition is itself recorded, and the next append fails with
 -- AUDIT_QUARANTINE (CV001). Other domains are not affected.
 BEGIN;
+-- The suite's own DDL passes the DDL guard (16_ddl_guard.sql tests the guard).
+DO $mark$ BEGIN PERFORM set_config('covenant.ddl', 'pgtap', TRUE); END $mark$;
 SELECT plan(23);
 
 -- Three domains of three entries each, and one of one entry.

@@ -1,0 +1,76 @@
+-- The DDL guard: where a superuser installed covenant, event triggers refuse
+-- DDL on covenant's objects outside `covenant migrate` and covenant's own
+-- functions, for the superuser and for covenant_migrator alike (CV005).
+BEGIN;
+SELECT plan(13);
+
+SELECT is(
+    (
+        SELECT count(*)::integer FROM pg_catalog.pg_event_trigger
+        WHERE evtname IN ('covenant_ddl_guard', 'covenant_drop_guard') AND evtenabled = 'O'
+    ),
+    2,
+    'both event triggers are installed and enabled'
+);
+SELECT is(
+    coalesce(current_setting('covenant.ddl', TRUE), ''), '',
+    'this transaction is not marked as the migration runner'
+);
+
+-- As the superuser (the test connection).
+SELECT throws_ok(
+    'CREATE TABLE covenant.sneaky (i integer)', 'CV005', NULL,
+    'CREATE TABLE in covenant is refused outside the runner'
+);
+SELECT throws_ok(
+    'ALTER TABLE covenant.audit_trail DISABLE TRIGGER audit_trail_append_only', 'CV005', NULL,
+    'disabling an append-only trigger is refused'
+);
+SELECT throws_ok(
+    'ALTER TABLE covenant.audit_trail DETACH PARTITION covenant.audit_trail_default', 'CV005', NULL,
+    'DETACH PARTITION (to edit a partition and re-attach it) is refused'
+);
+SELECT throws_ok(
+    'DROP TABLE covenant.error_codes', 'CV005', NULL, 'DROP TABLE is refused (sql_drop)'
+);
+SELECT throws_ok(
+    'DROP FUNCTION covenant._raise(text, text, text, text)', 'CV005', NULL,
+    'DROP FUNCTION is refused'
+);
+
+-- As the owner role.
+SET LOCAL ROLE covenant_migrator;
+SELECT throws_ok(
+    'ALTER TABLE covenant.audit_trail_chain_links DISABLE TRIGGER audit_chain_links_append_only',
+    'CV005', NULL, 'covenant_migrator cannot disable a trigger outside the runner'
+);
+SELECT throws_ok(
+    $$CREATE OR REPLACE FUNCTION covenant._raise(p_name text, p_message text,
+      p_detail text DEFAULT NULL, p_hint text DEFAULT NULL) RETURNS void
+      LANGUAGE sql AS 'SELECT NULL'$$,
+    'CV005', NULL, 'covenant_migrator cannot replace a function outside the runner'
+);
+RESET ROLE;
+
+-- Other schemas are not guarded; covenant's own functions pass and restore.
+SELECT lives_ok(
+    'CREATE TEMP TABLE scratch (i integer)', 'DDL outside covenant is not guarded'
+);
+SELECT lives_ok(
+    'SELECT covenant.create_audit_partitions(5)',
+    'create_audit_partitions passes the guard (it marks its own DDL)'
+);
+SELECT is(
+    coalesce(current_setting('covenant.ddl', TRUE), ''), '',
+    'and restores the caller''s setting afterwards'
+);
+
+-- The runner's mark lets DDL through.
+DO $mark$ BEGIN PERFORM set_config('covenant.ddl', 'migrate', TRUE); END $mark$;
+SELECT lives_ok(
+    'CREATE TABLE covenant.allowed_in_a_migration (i integer)',
+    'with the runner''s mark, DDL passes'
+);
+
+SELECT * FROM finish();
+ROLLBACK;
