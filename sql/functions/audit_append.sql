@@ -135,6 +135,10 @@ $$;
 -- checks the quarantine, and appends every entry in order. Entries are
 -- already validated. p_system bypasses the quarantine check: only for the
 -- record of quarantine transitions itself (domain system:quarantine).
+--
+-- Fast path (no entry_id seen before): hashes are chained in one loop and
+-- the links and rows inserted with one statement each; the whole batch gets
+-- one created_at (the server clock once the lock is held).
 CREATE OR REPLACE FUNCTION covenant._audit_append_many(
     p_domain_tag text,
     p_entry_ids uuid[],
@@ -149,16 +153,16 @@ VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    v_n integer := coalesce(pg_catalog.array_length(p_entry_ids, 1), 0);
     v_state text;
     v_seq bigint;
     v_prev bytea;
-    v_hash bytea;
     v_now timestamptz;
-    v_link covenant.audit_trail_chain_links%ROWTYPE;
-    v_row covenant.audit_trail%ROWTYPE;
-    v_appended boolean := FALSE;
-    v_last_id uuid;
-    i integer;
+    v_bad integer;
+    v_inserted bigint;
+    v_seqs bigint [];
+    v_prevs bytea [];
+    v_hashes bytea [];
 BEGIN
     PERFORM covenant._require_read_committed();
     -- 1. the lock (this statement), then everything else in later statements
@@ -184,7 +188,110 @@ BEGIN
         v_seq := 0;
         v_prev := pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex');
     END IF;
+    IF v_n = 0 THEN
+        RETURN;
+    END IF;
 
+    -- 3. an entry_id seen before, or twice in this batch: entry by entry
+    IF EXISTS (
+        SELECT FROM covenant.audit_trail_chain_links AS l WHERE l.entry_id = ANY(p_entry_ids)
+    ) OR (SELECT count(DISTINCT u.id) FROM pg_catalog.unnest(p_entry_ids) AS u (id)) <> v_n THEN
+        RETURN QUERY SELECT * FROM covenant._audit_append_each(
+            p_domain_tag, p_entry_ids, p_event_types, p_actor_ids, p_payloads, p_event_times,
+            v_seq, v_prev
+        );
+        RETURN;
+    END IF;
+
+    v_now := pg_catalog.clock_timestamp();
+    SELECT min(u.o) INTO v_bad
+    FROM pg_catalog.unnest(p_event_times) WITH ORDINALITY AS u (t, o)
+    WHERE u.t < v_now - INTERVAL '5 minutes' OR u.t > v_now + INTERVAL '5 minutes';
+    IF v_bad IS NOT NULL THEN
+        PERFORM covenant._raise(
+            'EVENT_TIME_SKEW',
+            pg_catalog.format('event_time %s is more than 5 minutes from the server clock %s',
+                              p_event_times[v_bad], v_now)
+        );
+    END IF;
+
+    -- 4. chain the hashes
+    FOR i IN 1 .. v_n LOOP
+        v_seqs[i] := v_seq + i;
+        v_prevs[i] := v_prev;
+        v_prev := covenant.audit_entry_hash_v1(
+            p_domain_tag, v_seq + i, p_entry_ids[i], p_event_types[i], p_actor_ids[i],
+            p_event_times[i], v_prev, p_payloads[i]
+        );
+        v_hashes[i] := v_prev;
+    END LOOP;
+
+    -- 5. links first: their unique constraints are the backstop against forks
+    -- (multi-argument unnest is FROM-clause syntax: it cannot be schema-qualified)
+    INSERT INTO covenant.audit_trail_chain_links
+        (domain_tag, seq, entry_id, previous_hash, entry_hash, created_at)
+    SELECT p_domain_tag, u.s, u.id, u.ph, u.h, v_now
+    FROM unnest(v_seqs, p_entry_ids, v_prevs, v_hashes) AS u (s, id, ph, h)
+    ON CONFLICT (entry_id) DO NOTHING;
+    GET DIAGNOSTICS v_inserted = ROW_COUNT;
+    IF v_inserted <> v_n THEN
+        -- an entry_id of this batch committed meanwhile on another domain's chain
+        PERFORM covenant._raise(
+            'IDEMPOTENCY_CONFLICT', 'an entry_id of this batch was used concurrently on another domain'
+        );
+    END IF;
+    INSERT INTO covenant.audit_trail (
+        entry_id, domain_tag, seq, event_type, actor_id, payload, event_time,
+        created_at, previous_hash, entry_hash, hash_version
+    )
+    SELECT u.id, p_domain_tag, u.s, u.et, u.a, u.p, u.t, v_now, u.ph, u.h, 1
+    FROM unnest(
+        p_entry_ids, v_seqs, p_event_types, p_actor_ids, p_payloads, p_event_times, v_prevs, v_hashes
+    ) AS u (id, s, et, a, p, t, ph, h);
+
+    INSERT INTO covenant.audit_trail_head AS h (domain_tag, seq, entry_id, entry_hash, updated_at)
+    VALUES (p_domain_tag, v_seq + v_n, p_entry_ids[v_n], v_prev, v_now)
+    ON CONFLICT (domain_tag) DO UPDATE
+    SET seq = excluded.seq, entry_id = excluded.entry_id, entry_hash = excluded.entry_hash,
+        updated_at = excluded.updated_at;
+
+    RETURN QUERY
+    SELECT u.id, p_domain_tag, u.s, u.ph, u.h, v_now, FALSE
+    FROM unnest(p_entry_ids, v_seqs, v_prevs, v_hashes) WITH ORDINALITY AS u (id, s, ph, h, o)
+    ORDER BY u.o;
+END;
+$$;
+
+-- The entry-by-entry path, for batches holding an entry_id seen before (or
+-- twice): each such entry is a duplicate (same content) or a conflict. The
+-- caller holds the domain lock and passes the head.
+CREATE OR REPLACE FUNCTION covenant._audit_append_each(
+    p_domain_tag text,
+    p_entry_ids uuid[],
+    p_event_types text[],
+    p_actor_ids text[],
+    p_payloads jsonb[],
+    p_event_times timestamptz[],
+    p_seq bigint,
+    p_prev bytea
+) RETURNS SETOF covenant.audit_receipt
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_seq bigint;
+    v_prev bytea;
+    v_hash bytea;
+    v_now timestamptz;
+    v_link covenant.audit_trail_chain_links%ROWTYPE;
+    v_row covenant.audit_trail%ROWTYPE;
+    v_appended boolean := FALSE;
+    v_last_id uuid;
+    i integer;
+BEGIN
+    v_seq := p_seq;
+    v_prev := p_prev;
     FOR i IN 1 .. coalesce(pg_catalog.array_length(p_entry_ids, 1), 0) LOOP
         -- idempotency: the same entry_id again is the same entry, or a conflict
         SELECT l.* INTO v_link FROM covenant.audit_trail_chain_links AS l
@@ -303,15 +410,16 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_ids uuid [] := '{}';
-    v_types text [] := '{}';
-    v_actors text [] := '{}';
-    v_payloads jsonb [] := '{}';
-    v_times timestamptz [] := '{}';
+    v_ids uuid [];
+    v_types text [];
+    v_actors text [];
+    v_payloads jsonb [];
+    v_times timestamptz [];
     v_entry jsonb;
     v_index integer := 0;
     v_id uuid;
     v_time timestamptz;
+    v_parsed boolean := FALSE;
 BEGIN
     PERFORM covenant._check_domain_tag(p_domain_tag);
     PERFORM covenant._check_not_system(p_domain_tag);
@@ -322,35 +430,59 @@ BEGIN
        OR pg_catalog.jsonb_array_length(p_entries) > 10000 THEN
         PERFORM covenant._raise('INVALID_ARGUMENT', 'a batch holds 1 to 10000 entries');
     END IF;
-    FOR v_entry IN SELECT e FROM pg_catalog.jsonb_array_elements(p_entries) AS e LOOP
-        IF pg_catalog.jsonb_typeof(v_entry) <> 'object' THEN
-            PERFORM covenant._raise('INVALID_ARGUMENT',
-                                    pg_catalog.format('entry %s is not a JSON object', v_index));
-        END IF;
-        BEGIN
-            v_id := (v_entry ->> 'entry_id')::uuid;
-        EXCEPTION WHEN invalid_text_representation THEN
-            PERFORM covenant._raise('INVALID_ARGUMENT',
-                                    pg_catalog.format('entry %s: entry_id is not a UUID', v_index));
-        END;
-        BEGIN
-            v_time := coalesce((v_entry ->> 'event_time')::timestamptz, now());
-        EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow
-                       OR invalid_text_representation THEN
-            PERFORM covenant._raise('INVALID_ARGUMENT',
-                                    pg_catalog.format('entry %s: event_time is not a time', v_index));
-        END;
-        PERFORM covenant._audit_check_entry(
-            v_index, v_id, v_entry ->> 'event_type', v_entry ->> 'actor_id',
-            v_entry -> 'payload', v_time
-        );
-        v_ids := v_ids || v_id;
-        v_types := v_types || (v_entry ->> 'event_type');
-        v_actors := v_actors || (v_entry ->> 'actor_id');
-        v_payloads := v_payloads || (v_entry -> 'payload');
-        v_times := v_times || v_time;
-        v_index := v_index + 1;
-    END LOOP;
+    -- fast path: parse and check the whole batch set-wise ...
+    BEGIN
+        SELECT
+            pg_catalog.array_agg((t.e ->> 'entry_id')::uuid ORDER BY t.o),
+            pg_catalog.array_agg(t.e ->> 'event_type' ORDER BY t.o),
+            pg_catalog.array_agg(t.e ->> 'actor_id' ORDER BY t.o),
+            pg_catalog.array_agg(t.e -> 'payload' ORDER BY t.o),
+            pg_catalog.array_agg(coalesce((t.e ->> 'event_time')::timestamptz, now()) ORDER BY t.o),
+            bool_and(
+                pg_catalog.jsonb_typeof(t.e) = 'object'
+                AND t.e ->> 'entry_id' IS NOT NULL
+                AND coalesce(t.e ->> 'event_type' ~ '^[a-z0-9][a-z0-9_.:-]{0,127}$', FALSE)
+                AND coalesce(t.e ->> 'actor_id' ~ (
+                    '^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
+                    || '|service:[a-z0-9][a-z0-9_.-]{0,63})$'), FALSE)
+                AND t.e -> 'payload' IS NOT NULL
+                AND pg_catalog.octet_length((t.e -> 'payload')::text) <= 1048576
+                AND pg_catalog.isfinite(coalesce((t.e ->> 'event_time')::timestamptz, now()))
+            )
+        INTO v_ids, v_types, v_actors, v_payloads, v_times, v_parsed
+        FROM pg_catalog.jsonb_array_elements(p_entries) WITH ORDINALITY AS t (e, o);
+    EXCEPTION WHEN invalid_text_representation OR invalid_datetime_format
+                   OR datetime_field_overflow OR invalid_parameter_value THEN
+        v_parsed := FALSE;
+    END;
+    -- ... and only when something is wrong, find the first bad entry and say why
+    IF NOT v_parsed THEN
+        FOR v_entry IN SELECT e FROM pg_catalog.jsonb_array_elements(p_entries) AS e LOOP
+            IF pg_catalog.jsonb_typeof(v_entry) <> 'object' THEN
+                PERFORM covenant._raise('INVALID_ARGUMENT',
+                                        pg_catalog.format('entry %s is not a JSON object', v_index));
+            END IF;
+            BEGIN
+                v_id := (v_entry ->> 'entry_id')::uuid;
+            EXCEPTION WHEN invalid_text_representation THEN
+                PERFORM covenant._raise('INVALID_ARGUMENT',
+                                        pg_catalog.format('entry %s: entry_id is not a UUID', v_index));
+            END;
+            BEGIN
+                v_time := coalesce((v_entry ->> 'event_time')::timestamptz, now());
+            EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow
+                           OR invalid_text_representation OR invalid_parameter_value THEN
+                PERFORM covenant._raise('INVALID_ARGUMENT',
+                                        pg_catalog.format('entry %s: event_time is not a time', v_index));
+            END;
+            PERFORM covenant._audit_check_entry(
+                v_index, v_id, v_entry ->> 'event_type', v_entry ->> 'actor_id',
+                v_entry -> 'payload', v_time
+            );
+            v_index := v_index + 1;
+        END LOOP;
+        PERFORM covenant._raise('INVALID_ARGUMENT', 'p_entries holds an invalid entry');
+    END IF;
     RETURN QUERY SELECT r.* FROM covenant._audit_append_many(
         p_domain_tag, v_ids, v_types, v_actors, v_payloads, v_times
     ) AS r;
