@@ -23,6 +23,7 @@ from covenant.db import Connector
 from covenant.demo import print_installation, run_demo
 from covenant.errors import CovenantError
 from covenant.migrate import MigrationError, describe_target, migrate, status
+from covenant.retention import export_partition, verify_partition_export
 from covenant.schema import snapshot
 from covenant.verify import export_domain, verify_export
 
@@ -255,6 +256,19 @@ def _checkpoint(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    if args.partition_export:
+        try:
+            with open(args.partition_export, encoding="utf-8") as handle:
+                verdict = verify_partition_export(handle)
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"covenant verify: error: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"ok: {verdict.rows} rows, checksum matches"
+            if verdict.ok
+            else f"BROKEN: {verdict.reason} ({verdict.rows} rows)"
+        )
+        return 0 if verdict.ok else 1
     if args.export:
         try:
             with open(args.export, encoding="utf-8") as handle:
@@ -283,10 +297,21 @@ def _verdict(ok: bool, checked: int, first_bad_seq: int | None, reason: str | No
 
 
 def _export(args: argparse.Namespace) -> int:
+    if bool(args.domain) == bool(args.partition):
+        print("covenant export: error: pass --domain TAG or --partition NAME", file=sys.stderr)
+        return 2
+
     def run(audit: AuditTrail) -> int:
         with audit.db.pool.connection() as conn:
-            for line in export_domain(conn, args.domain, args.from_seq or 1):
-                sys.stdout.write(line + "\n")
+            if args.partition:
+                try:
+                    lines = list(export_partition(conn, args.partition))
+                except ValueError as exc:
+                    raise CliError(str(exc)) from None
+            else:
+                lines = list(export_domain(conn, args.domain, args.from_seq or 1))
+        for line in lines:
+            sys.stdout.write(line + "\n")
         return 0
 
     return _audit_command(run)(args)
@@ -358,11 +383,17 @@ def _add_audit_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--domain")
     p.add_argument("--from-seq", type=int)
     p.add_argument("--export", metavar="FILE", help="verify this JSON Lines export offline")
+    p.add_argument(
+        "--partition-export",
+        metavar="FILE",
+        help="verify a partition export (covenant export --partition) offline",
+    )
     p.add_argument("--database-url")
     p.set_defaults(func=_verify)
 
-    p = sub.add_parser("export", help="export a domain's chain as JSON Lines (stdout)")
-    p.add_argument("--domain", required=True)
+    p = sub.add_parser("export", help="export a domain's chain, or a partition, as JSON Lines")
+    p.add_argument("--domain")
+    p.add_argument("--partition", help="audit_trail_pYYYYMM, attached or detached (owner only)")
     p.add_argument("--from-seq", type=int)
     p.add_argument("--database-url")
     p.set_defaults(func=_export)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -658,3 +659,70 @@ def test_system_domains_are_reserved(audit: AuditTrail, migrated_url: str, tag: 
     with pytest.raises(errors.NotAuthorized):
         audit.append_many(tag, [AuditEntry("quarantine.closed", "service:forger", {})])
     assert _count(migrated_url) == 0
+
+
+def test_partition_export_carries_and_checks_the_checksum(
+    audit: AuditTrail, migrated_url: str, tmp_path: Path
+) -> None:
+    _chain(audit, 6, "account:r1")
+    _chain(audit, 4, "account:r2")
+    partition = datetime.now(UTC).strftime("audit_trail_p%Y%m")
+    exported = _cli("export", "--partition", partition, url=migrated_url)
+    assert exported.returncode == 0, exported.stderr
+    with psycopg.connect(migrated_url) as conn:
+        expected = conn.execute(
+            "SELECT encode(sha256(convert_to(string_agg(encode(entry_hash, 'hex'), '' "
+            "ORDER BY domain_tag, seq), 'UTF8')), 'hex') FROM covenant.audit_trail"
+        ).fetchone()
+    trailer = json.loads(exported.stdout.splitlines()[-1])
+    assert trailer == {"trailer": True, "count": 10, "checksum": expected[0] if expected else None}
+    path = tmp_path / "partition.jsonl"
+    path.write_text(exported.stdout)
+    ok = subprocess.run(
+        [sys.executable, "-m", "covenant.cli", "verify", "--partition-export", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0 and "ok: 10 rows" in ok.stdout
+    lines = exported.stdout.splitlines()
+    row = json.loads(lines[3])
+    row["payload"] = '{"i": 77}'
+    lines[3] = json.dumps(row)
+    path.write_text("\n".join(lines) + "\n")
+    bad = subprocess.run(
+        [sys.executable, "-m", "covenant.cli", "verify", "--partition-export", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 1 and "hash mismatch at account:r1 seq 3" in bad.stdout
+    refused = _cli("export", "--partition", "audit_trail; DROP TABLE x", url=migrated_url)
+    assert refused.returncode == 1 and "not an audit partition name" in refused.stderr
+
+
+def test_detached_partition_export_matches_the_retention_record(
+    db: Connector, migrated_url: str
+) -> None:
+    from covenant.retention import export_partition, verify_partition_export  # noqa: PLC0415
+
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        conn.execute("SET ROLE covenant_migrator")
+        conn.execute("SET covenant.ddl = 'test'")
+        conn.execute(
+            "CREATE TABLE covenant.audit_trail_p200002 PARTITION OF covenant.audit_trail "
+            "FOR VALUES FROM ('2000-02-01 00:00:00+00') TO ('2000-03-01 00:00:00+00')"
+        )
+    db.fetch_one(
+        "SELECT * FROM covenant.detach_audit_partition(%s, %s)",
+        ["audit_trail_p200002", "service:ops"],
+    )
+    with psycopg.connect(migrated_url) as conn:
+        lines = list(export_partition(conn, "audit_trail_p200002"))
+    header = json.loads(lines[0])
+    assert header["recorded_rows"] == 0
+    assert header["recorded_checksum"] == hashlib.sha256(b"").hexdigest()
+    assert verify_partition_export(lines).ok
+    forged = json.loads(lines[0])
+    forged["recorded_checksum"] = "0" * 64
+    assert not verify_partition_export([json.dumps(forged), *lines[1:]]).ok
