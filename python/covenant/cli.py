@@ -80,7 +80,7 @@ def _db(args: argparse.Namespace) -> int:
         elif args.db_command == "down":
             if not embedded.stop_cluster(args.name, remove=args.remove):
                 print(f"covenant db: no cluster named {args.name}", file=sys.stderr)
-        elif args.db_command == "url":
+        elif args.db_command in ("url", "env"):
             found = embedded.load_cluster(args.name)
             if found is None:
                 print(
@@ -88,20 +88,14 @@ def _db(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 1
-            print(found.socket_dsn if args.socket else found.dsn)
-        elif args.db_command == "env":
-            found = embedded.load_cluster(args.name)
-            if found is None:
+            if args.db_command == "url":
+                print(found.socket_dsn if args.socket else found.dsn)
+            else:
+                # For `eval "$(covenant db env)"`: psql, pg_prove and pgbench read these.
                 print(
-                    f"covenant db: no cluster named {args.name} (run covenant db up)",
-                    file=sys.stderr,
+                    f"export PGHOST={shlex.quote(found.socket_dir)} PGPORT={found.port} "
+                    f"PGUSER={embedded.SUPERUSER} PGDATABASE=postgres"
                 )
-                return 1
-            # For `eval "$(covenant db env)"`: psql, pg_prove and pgbench read these.
-            print(
-                f"export PGHOST={shlex.quote(found.socket_dir)} PGPORT={found.port} "
-                f"PGUSER={embedded.SUPERUSER} PGDATABASE=postgres"
-            )
         elif args.db_command == "tools":
             bindir = embedded.ensure_tools(pgtap=args.pgtap)
             print(bindir)
