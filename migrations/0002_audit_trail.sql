@@ -173,6 +173,11 @@ CREATE TABLE covenant.audit_quarantine (
     reason text,
     first_bad_seq bigint,
     reset_approvals text[] NOT NULL DEFAULT '{}',
+    -- the database logins (session_user) behind reset_approvals: two
+    -- different operators means two different logins too
+    reset_logins text[] NOT NULL DEFAULT '{}',
+    -- the actor behind the last change (recorded on system:quarantine)
+    changed_by text,
     updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 

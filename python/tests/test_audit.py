@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from conftest import Server
 from psycopg.types.json import Jsonb
 
 from covenant import errors
@@ -182,6 +183,8 @@ def test_batch_is_all_or_nothing_and_ordered(audit: AuditTrail, migrated_url: st
         '[{"entry_id": "nope", "event_type": "x", "actor_id": "service:a", "payload": {}}]',
         '[{"entry_id": "6f1e4d1c-0000-4000-8000-000000000001", "event_type": "x", '
         '"actor_id": "service:a", "payload": {}, "event_time": "yesterday-ish"}]',
+        '[{"entry_id": "6f1e4d1c-0000-4000-8000-000000000001", "event_type": "x", '
+        '"actor_id": "service:a", "payload": {}, "event_time": "2026-11-21 10:24:00+99"}]',
         '[{"entry_id": "6f1e4d1c-0000-4000-8000-000000000001", "event_type": "x", '
         '"actor_id": "service:a"}]',
     ],
@@ -437,9 +440,40 @@ def test_incremental_verification_starts_at_the_last_checkpoint(audit: AuditTrai
 # ------------------------------------------------------------------ quarantine
 
 
+@pytest.fixture
+def operators(server: Server, migrated_url: str) -> Iterator[list[AuditTrail]]:
+    """Two operator logins, each granted covenant_dba, each with its own adapter."""
+    names = [f"cv_op_{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    with server.admin() as admin:
+        for name in names:
+            admin.execute(
+                f"CREATE ROLE {name} LOGIN PASSWORD 'op-pw' IN ROLE covenant_dba".encode()
+            )
+    settings = load_settings({"COVENANT_POOL_MAX_SIZE": "2"})
+    connectors = [
+        Connector(
+            settings,
+            database_url=psycopg.conninfo.make_conninfo(
+                migrated_url, user=name, password="op-pw", host="127.0.0.1"
+            ),
+        ).open()
+        for name in names
+    ]
+    try:
+        yield [AuditTrail(c) for c in connectors]
+    finally:
+        for c in connectors:
+            c.close()
+        with server.admin() as admin:
+            for name in names:
+                admin.execute(f"DROP OWNED BY {name}".encode())
+                admin.execute(f"DROP ROLE {name}".encode())
+
+
 def test_quarantine_recovery_needs_a_probe_and_two_operators(
-    audit: AuditTrail, migrated_url: str
+    audit: AuditTrail, migrated_url: str, operators: list[AuditTrail]
 ) -> None:
+    op_a, op_b = operators
     _chain(audit)
     original = '{"i": 4}'
     _superuser(
@@ -449,35 +483,34 @@ def test_quarantine_recovery_needs_a_probe_and_two_operators(
     )
     assert not audit.verify("account:t", 1).ok
     # a probe over the broken range fails and the breaker stays open
-    assert audit.approve_probe("account:t", "service:op-a", last_n=10).state == "open"
+    assert op_a.approve_probe("account:t", "service:op-a", last_n=10).state == "open"
     with pytest.raises(errors.InvalidTransition):
-        audit.approve_reset("account:t", "service:op-a")
+        op_a.approve_reset("account:t", "service:op-a")
     # repaired (restored from the export), the probe passes: half_open
     _superuser(
         migrated_url,
         f"UPDATE covenant.audit_trail SET payload = '{original}' "
         "WHERE domain_tag = 'account:t' AND seq = 5",
     )
-    assert audit.approve_probe("account:t", "service:op-a", last_n=10).state == "half_open"
+    assert op_a.approve_probe("account:t", "service:op-a", last_n=10).state == "half_open"
     with pytest.raises(errors.AuditQuarantine):
         audit.append("account:t", "x", ACTOR, {}), "half_open still refuses appends"
-    first = audit.approve_reset("account:t", "service:op-a")
+    first = op_a.approve_reset("account:t", "service:op-a")
     assert (first.state, first.approvals) == ("half_open", 1)
     with pytest.raises(errors.NotAuthorized):
-        audit.approve_reset("account:t", "service:op-a")
-    second = audit.approve_reset("account:t", "0b8c4b0e-6a0b-4d5e-9e7e-3f1f5c3a2b10")
+        op_a.approve_reset("account:t", "service:op-a")
+    with pytest.raises(errors.NotAuthorized, match="another login"):
+        op_a.approve_reset("account:t", "0b8c4b0e-6a0b-4d5e-9e7e-3f1f5c3a2b10")  # same login
+    second = op_b.approve_reset("account:t", "0b8c4b0e-6a0b-4d5e-9e7e-3f1f5c3a2b10")
     assert (second.state, second.ok) == ("closed", True)
     assert audit.append("account:t", "x", ACTOR, {}).seq == 11
-    # every transition is on the system chain, which verifies
+    # every transition is on the system chain, with the login behind it, and it verifies
     with psycopg.connect(migrated_url) as conn:
-        kinds = [
-            r[0]
-            for r in conn.execute(
-                "SELECT event_type FROM covenant.audit_trail "
-                "WHERE domain_tag = 'system:quarantine' ORDER BY seq"
-            ).fetchall()
-        ]
-    assert kinds == [
+        rows = conn.execute(
+            "SELECT event_type, payload->>'login' FROM covenant.audit_trail "
+            "WHERE domain_tag = 'system:quarantine' ORDER BY seq"
+        ).fetchall()
+    assert [r[0] for r in rows] == [
         "quarantine.open",
         "quarantine.probe_failed",
         "quarantine.half_open",
@@ -485,7 +518,61 @@ def test_quarantine_recovery_needs_a_probe_and_two_operators(
         "quarantine.reset_approved",
         "quarantine.closed",
     ]
+    assert rows[3][1] != rows[4][1], "two different logins approved"
     assert audit.verify("system:quarantine", 1).ok
+
+
+def test_a_reset_does_not_close_over_a_break_behind_a_checkpoint(
+    audit: AuditTrail, migrated_url: str, operators: list[AuditTrail]
+) -> None:
+    op_a, op_b = operators
+    _chain(audit, 6)
+    audit.checkpoint("account:t", "service:ops")  # seals seq 1..6
+    _superuser(
+        migrated_url,
+        "UPDATE covenant.audit_trail SET payload = '{\"forged\": 1}' "
+        "WHERE domain_tag = 'account:t' AND seq = 2",
+    )
+    assert audit.verify("account:t", 1).first_bad_seq == 2
+    assert op_a.approve_probe("account:t", "service:op-a", last_n=1).state == "half_open"
+    op_a.approve_reset("account:t", "service:op-a")
+    final = op_b.approve_reset("account:t", "service:op-b")
+    assert (final.state, final.ok) == ("open", False), "seq 2 is still forged"
+
+
+def test_the_breaker_cannot_be_closed_by_hand(audit: AuditTrail, migrated_url: str) -> None:
+    _chain(audit, 3)
+    _superuser(
+        migrated_url,
+        "UPDATE covenant.audit_trail SET payload = '{}' WHERE domain_tag = 'account:t' AND seq = 2",
+    )
+    assert not audit.verify("account:t", 1).ok
+    with psycopg.connect(migrated_url) as conn:
+        conn.execute("SET ROLE covenant_migrator")
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute(
+                "UPDATE covenant.audit_quarantine SET state = 'closed' WHERE domain_tag = 'account:t'"
+            )
+    assert isinstance(errors.translate(caught.value), errors.InvalidTransition)
+    with psycopg.connect(migrated_url) as conn:
+        conn.execute("SET ROLE covenant_migrator")
+        conn.execute(
+            "UPDATE covenant.audit_quarantine SET state = 'half_open' WHERE domain_tag = 'account:t'"
+        )
+        conn.commit()
+        recorded = conn.execute(
+            "SELECT payload->>'to', payload->>'login' FROM covenant.audit_trail "
+            "WHERE domain_tag = 'system:quarantine' ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    assert recorded is not None and recorded[0] == "half_open", "a change by hand is recorded"
+
+
+def test_verifying_past_the_head_is_an_argument_error(audit: AuditTrail) -> None:
+    _chain(audit, 2)
+    with pytest.raises(errors.InvalidArgument, match="past the head"):
+        audit.verify("account:t", 100)
+    assert audit.domains("account:t")[0].quarantine_state == "closed"
+    assert audit.verify("account:t", 3).ok, "right after the head: nothing to check"
 
 
 def test_three_failed_verifications_open_the_breaker(audit: AuditTrail, db: Connector) -> None:

@@ -451,8 +451,7 @@ BEGIN
             )
         INTO v_ids, v_types, v_actors, v_payloads, v_times, v_parsed
         FROM pg_catalog.jsonb_array_elements(p_entries) WITH ORDINALITY AS t (e, o);
-    EXCEPTION WHEN invalid_text_representation OR invalid_datetime_format
-                   OR datetime_field_overflow OR invalid_parameter_value THEN
+    EXCEPTION WHEN data_exception THEN  -- any bad uuid or time: find it below
         v_parsed := FALSE;
     END;
     -- ... and only when something is wrong, find the first bad entry and say why
@@ -464,14 +463,13 @@ BEGIN
             END IF;
             BEGIN
                 v_id := (v_entry ->> 'entry_id')::uuid;
-            EXCEPTION WHEN invalid_text_representation THEN
+            EXCEPTION WHEN data_exception THEN
                 PERFORM covenant._raise('INVALID_ARGUMENT',
                                         pg_catalog.format('entry %s: entry_id is not a UUID', v_index));
             END;
             BEGIN
                 v_time := coalesce((v_entry ->> 'event_time')::timestamptz, now());
-            EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow
-                           OR invalid_text_representation OR invalid_parameter_value THEN
+            EXCEPTION WHEN data_exception THEN
                 PERFORM covenant._raise('INVALID_ARGUMENT',
                                         pg_catalog.format('entry %s: event_time is not a time', v_index));
             END;

@@ -21,9 +21,12 @@ BEGIN
 END;
 $$;
 
--- Move a domain's breaker to p_to (checked against the state machine) and
--- record it. Takes the domain's lock first: transitions and appends of one
--- domain are serialized (lock order: domain, then system:quarantine).
+-- Move a domain's breaker to p_to and say who did it. Takes the domain's
+-- lock first: transitions and appends of one domain are serialized (lock
+-- order: domain, then system:quarantine). Already in p_to: nothing to do.
+-- The transition itself is checked and recorded by the trigger on
+-- covenant.audit_quarantine (covenant._audit_quarantine_changed), whatever
+-- path the change takes.
 CREATE OR REPLACE FUNCTION covenant._audit_quarantine_set(
     p_domain_tag text,
     p_to text,
@@ -40,14 +43,15 @@ DECLARE
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock(covenant._audit_lock_key(p_domain_tag));
     SELECT q.state INTO v_from FROM covenant.audit_quarantine AS q WHERE q.domain_tag = p_domain_tag;
-    v_from := coalesce(v_from, 'closed');
-    PERFORM covenant._transition('audit_quarantine', v_from, p_to);
+    IF coalesce(v_from, 'closed') = p_to THEN
+        RETURN;
+    END IF;
     INSERT INTO covenant.audit_quarantine AS q
-        (domain_tag, state, opened_at, reason, first_bad_seq, reset_approvals, updated_at)
+        (domain_tag, state, opened_at, reason, first_bad_seq, changed_by, updated_at)
     VALUES (
         p_domain_tag, p_to,
         CASE WHEN p_to = 'open' THEN pg_catalog.clock_timestamp() END,
-        p_reason, p_first_bad_seq, '{}', pg_catalog.clock_timestamp()
+        p_reason, p_first_bad_seq, p_actor_id, pg_catalog.clock_timestamp()
     )
     ON CONFLICT (domain_tag) DO UPDATE SET
         state = excluded.state,
@@ -57,16 +61,60 @@ BEGIN
                              ELSE coalesce(excluded.first_bad_seq, q.first_bad_seq) END,
         consecutive_failures = CASE WHEN excluded.state = 'closed' THEN 0
                                     ELSE q.consecutive_failures END,
-        reset_approvals = '{}',
+        changed_by = excluded.changed_by,
         updated_at = excluded.updated_at;
+END;
+$$;
+
+-- The trigger behind every change of a breaker's state, by any path (the
+-- functions above, or an owner's UPDATE by hand): the transition must be in
+-- the state machine, closing needs two approvals by different operators and
+-- different logins, and the change is appended to system:quarantine with
+-- the login that made it. Approvals are cleared on every state change.
+CREATE OR REPLACE FUNCTION covenant._audit_quarantine_changed()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_from text := CASE WHEN tg_op = 'INSERT' THEN 'closed' ELSE old.state END;
+BEGIN
+    -- INSERT ... ON CONFLICT fires the INSERT trigger even when the row
+    -- exists; the UPDATE that follows is the one to judge
+    IF tg_op = 'INSERT' AND EXISTS (
+        SELECT FROM covenant.audit_quarantine AS q WHERE q.domain_tag = new.domain_tag
+    ) THEN
+        RETURN new;
+    END IF;
+    IF v_from = new.state THEN
+        RETURN new;
+    END IF;
+    PERFORM covenant._transition('audit_quarantine', v_from, new.state);
+    IF new.state = 'closed' AND (
+        tg_op = 'INSERT'
+        OR (SELECT count(DISTINCT a) FROM pg_catalog.unnest(old.reset_approvals) AS a) < 2
+        OR (SELECT count(DISTINCT l) FROM pg_catalog.unnest(old.reset_logins) AS l) < 2
+    ) THEN
+        PERFORM covenant._raise(
+            'INVALID_TRANSITION',
+            pg_catalog.format('closing %s needs the approval of two different operators, from two '
+                              'different logins', new.domain_tag)
+        );
+    END IF;
     PERFORM covenant._audit_record_system(
-        'quarantine.' || p_to,
-        p_actor_id,
+        'quarantine.' || new.state,
+        coalesce(new.changed_by, 'service:unknown'),
         pg_catalog.jsonb_build_object(
-            'domain_tag', p_domain_tag, 'from', v_from, 'to', p_to,
-            'reason', p_reason, 'first_bad_seq', p_first_bad_seq
+            'domain_tag', new.domain_tag, 'from', v_from, 'to', new.state,
+            'reason', new.reason, 'first_bad_seq', new.first_bad_seq,
+            'approvals', CASE WHEN tg_op = 'UPDATE' THEN pg_catalog.to_jsonb(old.reset_approvals) END,
+            'login', session_user
         )
     );
+    new.reset_approvals := '{}';
+    new.reset_logins := '{}';
+    RETURN new;
 END;
 $$;
 
@@ -80,15 +128,11 @@ LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_state text;
 BEGIN
-    SELECT q.state INTO v_state FROM covenant.audit_quarantine AS q WHERE q.domain_tag = p_domain_tag;
-    IF coalesce(v_state, 'closed') <> 'open' THEN
-        PERFORM covenant._audit_quarantine_set(
-            p_domain_tag, 'open', 'service:covenant-verifier', p_reason, p_first_bad_seq
-        );
-    END IF;
+    -- _audit_quarantine_set locks the domain and does nothing if already open
+    PERFORM covenant._audit_quarantine_set(
+        p_domain_tag, 'open', 'service:covenant-verifier', p_reason, p_first_bad_seq
+    );
 END;
 $$;
 
@@ -194,13 +238,17 @@ AS $$
 DECLARE
     v_state text;
     v_approvals text [];
+    v_logins text [];
+    v_first_bad bigint;
+    v_from bigint;
     v_result covenant.audit_verification;
 BEGIN
     PERFORM covenant._require_read_committed();
     PERFORM covenant._check_domain_tag(p_domain_tag);
     PERFORM covenant._check_actor_id(p_operator_id);
     PERFORM pg_catalog.pg_advisory_xact_lock(covenant._audit_lock_key(p_domain_tag));
-    SELECT q.state, q.reset_approvals INTO v_state, v_approvals
+    SELECT q.state, q.reset_approvals, q.reset_logins, q.first_bad_seq
+    INTO v_state, v_approvals, v_logins, v_first_bad
     FROM covenant.audit_quarantine AS q WHERE q.domain_tag = p_domain_tag;
     IF coalesce(v_state, 'closed') <> 'half_open' THEN
         PERFORM covenant._raise(
@@ -209,26 +257,37 @@ BEGIN
                               p_domain_tag, coalesce(v_state, 'closed'))
         );
     END IF;
-    IF p_operator_id = ANY(v_approvals) THEN
+    IF p_operator_id = ANY(v_approvals) OR session_user::text = ANY(v_logins) THEN
         PERFORM covenant._raise(
             'NOT_AUTHORIZED',
-            pg_catalog.format('%s already approved this reset; a second operator must', p_operator_id)
+            pg_catalog.format('%s (login %s) already approved this reset; a second operator, '
+                              'from another login, must', p_operator_id, session_user)
         );
     END IF;
     v_approvals := v_approvals || p_operator_id;
+    v_logins := v_logins || session_user::text;
     UPDATE covenant.audit_quarantine AS q
-    SET reset_approvals = v_approvals, updated_at = pg_catalog.clock_timestamp()
+    SET reset_approvals = v_approvals, reset_logins = v_logins,
+        updated_at = pg_catalog.clock_timestamp()
     WHERE q.domain_tag = p_domain_tag;
     PERFORM covenant._audit_record_system(
         'quarantine.reset_approved', p_operator_id,
-        pg_catalog.jsonb_build_object('domain_tag', p_domain_tag, 'approvals', v_approvals)
+        pg_catalog.jsonb_build_object('domain_tag', p_domain_tag, 'approvals', v_approvals,
+                                      'login', session_user)
     );
     IF pg_catalog.cardinality(v_approvals) < 2 THEN
         RETURN QUERY SELECT 'half_open'::text, pg_catalog.cardinality(v_approvals), NULL::boolean,
                             'waiting for a second operator'::text;
         RETURN;
     END IF;
-    v_result := covenant._audit_verify(p_domain_tag, NULL);
+    -- from the last checkpoint, or from the recorded break if that lies
+    -- behind it (a break under a checkpoint must be repaired, not skipped)
+    SELECT max(c.seq) + 1 INTO v_from FROM covenant.audit_trail_checkpoints AS c
+    WHERE c.domain_tag = p_domain_tag;
+    IF v_first_bad IS NOT NULL AND v_first_bad < coalesce(v_from, 1) THEN
+        v_from := v_first_bad;
+    END IF;
+    v_result := covenant._audit_verify(p_domain_tag, v_from);
     IF v_result.ok THEN
         PERFORM covenant._audit_quarantine_set(
             p_domain_tag, 'closed', p_operator_id,

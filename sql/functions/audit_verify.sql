@@ -11,7 +11,9 @@
 CREATE OR REPLACE FUNCTION covenant._audit_verify(p_domain_tag text, p_from_seq bigint)
 RETURNS covenant.audit_verification
 LANGUAGE plpgsql
-STABLE
+-- VOLATILE: each statement takes a new snapshot, so what follows the LOCK
+-- sees what committed before it was granted
+VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -22,7 +24,6 @@ DECLARE
     v_end_hash bytea;
     v_start bigint;
     v_anchor bytea;
-    v_sealed bigint;
     v_checked bigint;
     v_first text;
     v_rows bigint;
@@ -31,6 +32,10 @@ BEGIN
     IF p_from_seq IS NOT NULL AND p_from_seq < 1 THEN
         PERFORM covenant._raise('INVALID_ARGUMENT', 'p_from_seq must be 1 or more (or NULL)');
     END IF;
+    -- Wait out a retention run in progress (DETACH holds ACCESS EXCLUSIVE on
+    -- the parent): the statements below then see both the partition gone and
+    -- its retention record, never one without the other.
+    LOCK TABLE covenant.audit_trail IN ACCESS SHARE MODE;
 
     -- the head and the end of the chain, in one snapshot
     SELECT h.seq, h.entry_hash, e.seq, e.entry_hash
@@ -46,6 +51,14 @@ BEGIN
                    pg_catalog.format('head (seq %s) does not match the end of the chain (seq %s)',
                                      coalesce(v_head_seq::text, 'none'),
                                      coalesce(v_end_seq::text, 'none')))::covenant.audit_verification;
+    END IF;
+    IF p_from_seq IS NOT NULL AND p_from_seq > coalesce(v_head_seq, 0) + 1 THEN
+        -- a range past the head is a caller's mistake, not a break
+        PERFORM covenant._raise(
+            'INVALID_ARGUMENT',
+            pg_catalog.format('p_from_seq %s is past the head of %s (seq %s)', p_from_seq,
+                              p_domain_tag, coalesce(v_head_seq, 0))
+        );
     END IF;
     IF v_head_seq IS NULL THEN
         -- an empty domain, unless entries exist without links or head
@@ -99,9 +112,6 @@ BEGIN
         RETURN ROW(TRUE, 0, NULL, NULL)::covenant.audit_verification;
     END IF;
 
-    -- seqs sealed by retention may be missing from audit_trail (detached)
-    SELECT max((r.sealed ->> p_domain_tag)::bigint) INTO v_sealed
-    FROM covenant.audit_trail_retention AS r WHERE r.sealed ? p_domain_tag;
 
     SELECT
         count(*),
@@ -119,7 +129,13 @@ BEGIN
                                            'renumbered)', w.expected_seq, w.seq)
                 WHEN w.l_prev <> w.expected_prev
                     THEN 'link does not follow the previous entry (reordered or rewritten)'
-                WHEN w.t_seq IS NULL AND w.seq <= coalesce(v_sealed, 0) THEN NULL
+                -- missing because retention detached its partition: only an
+                -- entry of that partition's month, sealed by its record
+                WHEN w.t_seq IS NULL AND EXISTS (
+                    SELECT FROM covenant.audit_trail_retention AS r
+                    WHERE w.l_created_at >= r.range_from AND w.l_created_at < r.range_to
+                      AND (r.sealed ->> p_domain_tag)::bigint >= w.seq
+                ) THEN NULL
                 WHEN w.t_seq IS NULL
                     THEN 'entry missing (deleted, or its partition detached outside retention)'
                 WHEN w.t_entry_id <> w.l_entry_id OR w.t_prev <> w.l_prev
@@ -138,6 +154,7 @@ BEGIN
                 l.entry_id AS l_entry_id,
                 l.previous_hash AS l_prev,
                 l.entry_hash AS l_hash,
+                l.created_at AS l_created_at,
                 v_start - 1 + pg_catalog.row_number() OVER win AS expected_seq,
                 pg_catalog.lag(l.entry_hash, 1, v_anchor) OVER win AS expected_prev,
                 t.seq AS t_seq,

@@ -5,7 +5,7 @@
 BEGIN;
 -- The suite's own DDL passes the DDL guard (16_ddl_guard.sql tests the guard).
 DO $mark$ BEGIN PERFORM set_config('covenant.ddl', 'pgtap', TRUE); END $mark$;
-SELECT plan(45);
+SELECT plan(46);
 
 SET LOCAL ROLE covenant_app;
 SELECT results_eq(
@@ -269,8 +269,16 @@ SELECT is(
     'the quarantined domain still holds its one entry'
 );
 
--- Counterexample: the same append passes once the breaker is closed.
+-- Closing by hand is refused without two approvals (the transition trigger).
 SET LOCAL ROLE covenant_migrator;
+SELECT throws_ok(
+    $$UPDATE covenant.audit_quarantine SET state = 'closed' WHERE domain_tag = 'tests.refusals'$$,
+    'CV013', NULL, 'even the owner cannot close a breaker by hand without two approvals'
+);
+-- Counterexample: the same append passes once the breaker is closed.
+UPDATE covenant.audit_quarantine
+SET reset_approvals = '{service:op-a,service:op-b}', reset_logins = '{login-a,login-b}'
+WHERE domain_tag = 'tests.refusals';
 UPDATE covenant.audit_quarantine SET state = 'closed'
 WHERE domain_tag = 'tests.refusals';
 RESET ROLE;

@@ -2,7 +2,7 @@
 -- DDL on covenant's objects outside `covenant migrate` and covenant's own
 -- functions, for the superuser and for covenant_migrator alike (CV005).
 BEGIN;
-SELECT plan(13);
+SELECT plan(17);
 
 SELECT is(
     (
@@ -55,6 +55,25 @@ RESET ROLE;
 -- Other schemas are not guarded; covenant's own functions pass and restore.
 SELECT lives_ok(
     'CREATE TEMP TABLE scratch (i integer)', 'DDL outside covenant is not guarded'
+);
+SET LOCAL ROLE covenant_app;
+SELECT lives_ok(
+    'CREATE TEMP TABLE app_scratch (i integer)',
+    'the guard fires for covenant_app''s DDL too, and lets its temporary tables be'
+);
+RESET ROLE;
+SELECT throws_ok(
+    'CREATE POLICY sneaky ON covenant.audit_quarantine FOR UPDATE TO covenant_app USING (TRUE)',
+    'CV005', NULL, 'a policy on a covenant table is guarded (its identity names the table)'
+);
+SELECT throws_ok(
+    'ALTER POLICY audit_quarantine_select ON covenant.audit_quarantine TO covenant_app',
+    'CV005', NULL, 'altering a covenant policy is refused'
+);
+SELECT throws_ok(
+    $$CREATE TRIGGER sneaky BEFORE INSERT ON covenant.audit_trail_head
+      FOR EACH ROW EXECUTE FUNCTION covenant._audit_refuse_change()$$,
+    'CV005', NULL, 'a trigger on a covenant table is guarded'
 );
 SELECT lives_ok(
     'SELECT covenant.create_audit_partitions(5)',

@@ -118,6 +118,13 @@ BEFORE TRUNCATE ON covenant.audit_quarantine
 FOR EACH STATEMENT EXECUTE FUNCTION covenant._audit_refuse_change();
 ALTER TABLE covenant.audit_quarantine ENABLE ALWAYS TRIGGER audit_quarantine_no_truncate;
 
+-- Every change of a breaker's state is checked against the state machine and
+-- recorded on system:quarantine, whoever makes it (covenant._audit_quarantine_changed).
+CREATE OR REPLACE TRIGGER audit_quarantine_transition
+BEFORE INSERT OR UPDATE ON covenant.audit_quarantine
+FOR EACH ROW EXECUTE FUNCTION covenant._audit_quarantine_changed();
+ALTER TABLE covenant.audit_quarantine ENABLE ALWAYS TRIGGER audit_quarantine_transition;
+
 -- Every partition there is, attached or detached by retention.
 DO $protect$
 DECLARE
