@@ -7,7 +7,7 @@ DB_NAME ?= dev
 .PHONY: help demo test install venv lint fmt pgtap pytest db-up db-down db-url schema-snapshot env-example clean
 
 help:
-	@echo "make demo             start the embedded PostgreSQL, migrate, show what covenant installed"
+	@echo "make demo             start the embedded PostgreSQL, migrate, show covenant at work"
 	@echo "make test             lint + pgTAP + pytest on a throwaway cluster"
 	@echo "make install          .venv with covenant and its dev tools; server binaries and pgTAP"
 	@echo "make lint             sqlfluff, ruff, mypy --strict"
