@@ -160,6 +160,7 @@ DECLARE
     v_now timestamptz;
     v_bad integer;
     v_inserted bigint;
+    v_seen boolean;
     v_seqs bigint [];
     v_prevs bytea [];
     v_hashes bytea [];
@@ -193,9 +194,16 @@ BEGIN
     END IF;
 
     -- 3. an entry_id seen before, or twice in this batch: entry by entry
-    IF EXISTS (
-        SELECT FROM covenant.audit_trail_chain_links AS l WHERE l.entry_id = ANY(p_entry_ids)
-    ) OR (SELECT count(DISTINCT u.id) FROM pg_catalog.unnest(p_entry_ids) AS u (id)) <> v_n THEN
+    IF v_n = 1 THEN
+        v_seen := EXISTS (
+            SELECT FROM covenant.audit_trail_chain_links AS l WHERE l.entry_id = p_entry_ids[1]
+        );
+    ELSE
+        v_seen := EXISTS (
+            SELECT FROM covenant.audit_trail_chain_links AS l WHERE l.entry_id = ANY(p_entry_ids)
+        ) OR (SELECT count(DISTINCT u.id) FROM pg_catalog.unnest(p_entry_ids) AS u (id)) <> v_n;
+    END IF;
+    IF v_seen THEN
         RETURN QUERY SELECT * FROM covenant._audit_append_each(
             p_domain_tag, p_entry_ids, p_event_types, p_actor_ids, p_payloads, p_event_times,
             v_seq, v_prev
@@ -204,9 +212,16 @@ BEGIN
     END IF;
 
     v_now := pg_catalog.clock_timestamp();
-    SELECT min(u.o) INTO v_bad
-    FROM pg_catalog.unnest(p_event_times) WITH ORDINALITY AS u (t, o)
-    WHERE u.t < v_now - INTERVAL '5 minutes' OR u.t > v_now + INTERVAL '5 minutes';
+    IF v_n = 1 THEN
+        IF p_event_times[1] < v_now - INTERVAL '5 minutes'
+           OR p_event_times[1] > v_now + INTERVAL '5 minutes' THEN
+            v_bad := 1;
+        END IF;
+    ELSE
+        SELECT min(u.o) INTO v_bad
+        FROM pg_catalog.unnest(p_event_times) WITH ORDINALITY AS u (t, o)
+        WHERE u.t < v_now - INTERVAL '5 minutes' OR u.t > v_now + INTERVAL '5 minutes';
+    END IF;
     IF v_bad IS NOT NULL THEN
         PERFORM covenant._raise(
             'EVENT_TIME_SKEW',
@@ -383,11 +398,26 @@ AS $$
 DECLARE
     v_receipt covenant.audit_receipt;
 BEGIN
-    PERFORM covenant._check_domain_tag(p_domain_tag);
-    PERFORM covenant._check_not_system(p_domain_tag);
-    PERFORM covenant._audit_check_entry(
-        NULL, p_entry_id, p_event_type, p_actor_id, p_payload, p_event_time
-    );
+    -- the common case in one expression; the checkers below only run to say
+    -- what is wrong
+    IF NOT coalesce(
+        p_domain_tag ~ '^[a-z0-9][a-z0-9_.:-]{0,127}$'
+        AND NOT pg_catalog.starts_with(p_domain_tag, 'system:')
+        AND p_entry_id IS NOT NULL
+        AND p_event_type ~ '^[a-z0-9][a-z0-9_.:-]{0,127}$'
+        AND p_actor_id ~ ('^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
+                          || '|service:[a-z0-9][a-z0-9_.-]{0,63})$')
+        AND p_payload IS NOT NULL
+        AND pg_catalog.octet_length(p_payload::text) <= 1048576
+        AND pg_catalog.isfinite(p_event_time),
+        FALSE
+    ) THEN
+        PERFORM covenant._check_domain_tag(p_domain_tag);
+        PERFORM covenant._check_not_system(p_domain_tag);
+        PERFORM covenant._audit_check_entry(
+            NULL, p_entry_id, p_event_type, p_actor_id, p_payload, p_event_time
+        );
+    END IF;
     SELECT r.* INTO STRICT v_receipt FROM covenant._audit_append_many(
         p_domain_tag, ARRAY[p_entry_id], ARRAY[p_event_type], ARRAY[p_actor_id],
         ARRAY[p_payload], ARRAY[p_event_time]
