@@ -34,7 +34,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -270,6 +270,8 @@ class Cluster:
     os_user: str
     owns_data_dir_outside: bool
     fast: bool
+    # extra postgresql.conf settings, e.g. {"shared_preload_libraries": "'pg_cron'"}
+    settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def dsn(self) -> str:
@@ -351,6 +353,7 @@ def _write_conf(cluster: Cluster) -> None:
     }
     if cluster.fast:
         settings.update(_FAST_SETTINGS)
+    settings.update(cluster.settings)
     body = "# written by covenant.embedded; edits are overwritten on `covenant db up`\n"
     body += "".join(f"{key} = {value}\n" for key, value in settings.items())
     conf = Path(cluster.data_dir) / "covenant.conf"
@@ -407,11 +410,13 @@ def start_cluster(
     fast: bool = False,
     pgtap: bool = False,
     bindir: Path | None = None,
+    settings: dict[str, str] | None = None,
 ) -> Cluster:
     """Create (if needed) and start the cluster ``name``; return it.
 
     Idempotent: a running cluster is returned as is. ``bindir`` selects other
-    server binaries (see :func:`fetch_server`) than the ones on this machine.
+    server binaries (see :func:`fetch_server`) than the ones on this machine;
+    ``settings`` adds postgresql.conf lines (values as written in the file).
     """
     bindir = bindir or ensure_tools(pgtap=pgtap)
     state_dir = (home or default_home()) / name
@@ -424,6 +429,7 @@ def start_cluster(
         if existing is not None:
             _remove_dirs(existing)
         cluster = _new_cluster(name, state_dir, bindir, fast)
+        cluster.settings = dict(settings or {})
         _initdb(cluster, _lookup_user(cluster.os_user))
     _start(cluster)
     return cluster

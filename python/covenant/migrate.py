@@ -84,6 +84,7 @@ class MigrateResult:
     repeatables_applied: list[str] = field(default_factory=list)
     elapsed_ms: int = 0
     ddl_guard: bool = False
+    cron_job: bool = False
 
     @property
     def changed_anything(self) -> bool:
@@ -454,6 +455,38 @@ def _apply_plan(
     result.repeatables_applied = [f.label for f in plan.repeatables]
 
 
+CRON_JOB = "covenant-audit-partitions"
+CRON_SCHEDULE = "17 3 * * *"
+CRON_COMMAND = "SELECT covenant.create_audit_partitions(3)"
+
+
+def _schedule_partitions(
+    conn: psycopg.Connection[tuple[object, ...]], say: Callable[[str], None]
+) -> bool:
+    """Where pg_cron is installed in this database, keep partitions ahead daily.
+
+    Idempotent: pg_cron (1.3+) replaces a job of the same name. Without pg_cron,
+    or without the right to use it, say so and go on: `covenant partitions
+    ensure` from any scheduler does the same.
+    """
+    row = conn.execute(
+        "SELECT pg_catalog.to_regprocedure('cron.schedule(text,text,text)') IS NOT NULL"
+    ).fetchone()
+    if not (row and row[0]):
+        say("pg_cron is not installed here: schedule `covenant partitions ensure` daily")
+        return False
+    try:
+        with conn.transaction():
+            conn.execute(
+                "SELECT cron.schedule(%s, %s, %s)", [CRON_JOB, CRON_SCHEDULE, CRON_COMMAND]
+            )
+    except psycopg.errors.InsufficientPrivilege:
+        say("no right to use pg_cron: schedule `covenant partitions ensure` daily")
+        return False
+    say(f"pg_cron job {CRON_JOB} ({CRON_SCHEDULE}): {CRON_COMMAND}")
+    return True
+
+
 def _install_event_triggers(
     conn: psycopg.Connection[tuple[object, ...]], sql_dir: Path, say: Callable[[str], None]
 ) -> bool:
@@ -502,6 +535,7 @@ def migrate(
                 _bootstrap(conn, sql_folder)
                 _apply_plan(conn, _plan(conn, migrations, repeatables), result, say)
                 result.ddl_guard = _install_event_triggers(conn, sql_folder, say)
+                result.cron_job = _schedule_partitions(conn, say)
         except psycopg.OperationalError as exc:
             raise MigrationError(f"lost the connection: {_first_line(exc)}") from None
         except psycopg.Error as exc:

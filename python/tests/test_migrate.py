@@ -541,3 +541,44 @@ def test_discover_migrations_reads_the_real_tree() -> None:
     found = discover_migrations(ROOT / "migrations")
     assert [m.version for m in found] == list(range(1, MIGRATION_COUNT + 1))
     assert all(len(m.checksum) == 64 for m in found)
+
+
+def test_pg_cron_keeps_partitions_ahead_where_it_is_installed(tmp_path: Path) -> None:
+    """A cluster with pg_cron: the runner schedules create_audit_partitions, once."""
+    bindir = embedded.find_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries for a private cluster")
+    major = embedded.server_major(bindir)
+    share = subprocess.run(
+        [str(bindir / "pg_config"), "--sharedir"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    if not Path(share, "extension", "pg_cron.control").exists():
+        if os.geteuid() != 0 or not Path("/etc/debian_version").exists():
+            pytest.skip(f"pg_cron not installed (apt-get install postgresql-{major}-cron)")
+        embedded._apt_install([f"postgresql-{major}-cron"])
+    cluster = embedded.start_cluster(
+        "cron",
+        home=tmp_path,
+        fast=True,
+        settings={"shared_preload_libraries": "'pg_cron'", "cron.database_name": "'postgres'"},
+    )
+    try:
+        with psycopg.connect(cluster.dsn, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pg_cron")
+        first = migrate(cluster.dsn)
+        again = migrate(cluster.dsn)
+        assert first.cron_job and again.cron_job
+        with psycopg.connect(cluster.dsn) as conn:
+            jobs = conn.execute(
+                "SELECT schedule, command FROM cron.job WHERE jobname = 'covenant-audit-partitions'"
+            ).fetchall()
+        assert jobs == [("17 3 * * *", "SELECT covenant.create_audit_partitions(3)")]
+    finally:
+        embedded.stop_cluster("cron", home=tmp_path, remove=True)
+
+
+def test_without_pg_cron_the_runner_says_so(empty_url: str) -> None:
+    said: list[str] = []
+    result = migrate(empty_url, progress=said.append)
+    assert not result.cron_job
+    assert any("pg_cron is not installed here" in line for line in said)
