@@ -79,6 +79,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_from text := CASE WHEN tg_op = 'INSERT' THEN 'closed' ELSE old.state END;
+    v_approving boolean;
 BEGIN
     -- INSERT ... ON CONFLICT fires the INSERT trigger even when the row
     -- exists; the UPDATE that follows is the one to judge
@@ -87,8 +88,46 @@ BEGIN
     ) THEN
         RETURN new;
     END IF;
+    IF tg_op = 'INSERT' AND (new.reset_approvals <> '{}' OR new.reset_logins <> '{}') THEN
+        PERFORM covenant._raise('INVALID_TRANSITION', 'a new breaker carries no approvals');
+    END IF;
     IF v_from = new.state THEN
+        IF tg_op = 'INSERT' THEN
+            RETURN new;
+        END IF;
+        -- Without a change of state the row's identity and history are frozen;
+        -- approvals grow by one, in half_open, by a login not yet among them.
+        IF new.domain_tag <> old.domain_tag OR new.first_bad_seq IS DISTINCT FROM old.first_bad_seq
+           OR new.opened_at IS DISTINCT FROM old.opened_at
+           OR new.reason IS DISTINCT FROM old.reason THEN
+            PERFORM covenant._raise(
+                'INVALID_TRANSITION',
+                pg_catalog.format('the quarantine record of %s changes only with its state',
+                                  old.domain_tag)
+            );
+        END IF;
+        v_approving := new.reset_approvals IS DISTINCT FROM old.reset_approvals
+            OR new.reset_logins IS DISTINCT FROM old.reset_logins;
+        IF v_approving AND NOT (
+            old.state = 'half_open'
+            AND pg_catalog.cardinality(new.reset_approvals) = pg_catalog.cardinality(old.reset_approvals) + 1
+            AND new.reset_approvals[1:pg_catalog.cardinality(old.reset_approvals)] = old.reset_approvals
+            AND new.reset_logins = old.reset_logins || session_user::text
+            AND NOT session_user::text = ANY(old.reset_logins)
+        ) THEN
+            PERFORM covenant._raise(
+                'NOT_AUTHORIZED',
+                pg_catalog.format('an approval of %s adds one operator, as the login giving it (%s), '
+                                  'once, in half_open', old.domain_tag, session_user)
+            );
+        END IF;
         RETURN new;
+    END IF;
+    IF tg_op = 'UPDATE' AND new.domain_tag <> old.domain_tag THEN
+        PERFORM covenant._raise(
+            'INVALID_TRANSITION',
+            pg_catalog.format('the quarantine record of %s cannot be renamed', old.domain_tag)
+        );
     END IF;
     PERFORM covenant._transition('audit_quarantine', v_from, new.state);
     IF new.state = 'closed' AND (
@@ -270,12 +309,12 @@ BEGIN
     SET reset_approvals = v_approvals, reset_logins = v_logins,
         updated_at = pg_catalog.clock_timestamp()
     WHERE q.domain_tag = p_domain_tag;
-    PERFORM covenant._audit_record_system(
-        'quarantine.reset_approved', p_operator_id,
-        pg_catalog.jsonb_build_object('domain_tag', p_domain_tag, 'approvals', v_approvals,
-                                      'login', session_user)
-    );
     IF pg_catalog.cardinality(v_approvals) < 2 THEN
+        PERFORM covenant._audit_record_system(
+            'quarantine.reset_approved', p_operator_id,
+            pg_catalog.jsonb_build_object('domain_tag', p_domain_tag, 'approvals', v_approvals,
+                                          'login', session_user)
+        );
         RETURN QUERY SELECT 'half_open'::text, pg_catalog.cardinality(v_approvals), NULL::boolean,
                             'waiting for a second operator'::text;
         RETURN;
@@ -288,6 +327,13 @@ BEGIN
         v_from := v_first_bad;
     END IF;
     v_result := covenant._audit_verify(p_domain_tag, v_from);
+    -- recorded after the verification: the system chain's lock (shared by
+    -- every domain's transitions) is held from here to commit only
+    PERFORM covenant._audit_record_system(
+        'quarantine.reset_approved', p_operator_id,
+        pg_catalog.jsonb_build_object('domain_tag', p_domain_tag, 'approvals', v_approvals,
+                                      'login', session_user)
+    );
     IF v_result.ok THEN
         PERFORM covenant._audit_quarantine_set(
             p_domain_tag, 'closed', p_operator_id,

@@ -5,7 +5,7 @@
 BEGIN;
 -- The suite's own DDL passes the DDL guard (16_ddl_guard.sql tests the guard).
 DO $mark$ BEGIN PERFORM set_config('covenant.ddl', 'pgtap', TRUE); END $mark$;
-SELECT plan(46);
+SELECT plan(48);
 
 SET LOCAL ROLE covenant_app;
 SELECT results_eq(
@@ -275,22 +275,28 @@ SELECT throws_ok(
     $$UPDATE covenant.audit_quarantine SET state = 'closed' WHERE domain_tag = 'tests.refusals'$$,
     'CV013', NULL, 'even the owner cannot close a breaker by hand without two approvals'
 );
--- Counterexample: the same append passes once the breaker is closed.
-UPDATE covenant.audit_quarantine
-SET reset_approvals = '{service:op-a,service:op-b}', reset_logins = '{login-a,login-b}'
-WHERE domain_tag = 'tests.refusals';
-UPDATE covenant.audit_quarantine SET state = 'closed'
-WHERE domain_tag = 'tests.refusals';
+SELECT throws_ok(
+    $$UPDATE covenant.audit_quarantine
+      SET reset_approvals = '{service:op-a,service:op-b}', reset_logins = '{login-a,login-b}'
+      WHERE domain_tag = 'tests.refusals'$$,
+    'CV005', NULL, 'approvals cannot be forged: each adds one operator, as the login giving it'
+);
+SELECT throws_ok(
+    $$UPDATE covenant.audit_quarantine SET domain_tag = 'tests.renamed'
+      WHERE domain_tag = 'tests.refusals'$$,
+    'CV013', NULL, 'a quarantined domain cannot escape by renaming its record'
+);
 RESET ROLE;
 SET LOCAL ROLE covenant_app;
+-- Counterexample: a domain whose breaker is closed accepts the append.
 SELECT results_eq(
-    $$SELECT seq, duplicate FROM covenant.append_audit_entry('tests.refusals',
+    $$SELECT seq, duplicate FROM covenant.append_audit_entry('tests.refusals.other',
         '11000000-0000-4000-8000-000000000007', 'refusals.x', 'service:tests', '{}')$$,
     $$VALUES (2::bigint, FALSE)$$,
     'with the breaker closed the append is accepted'
 );
 SELECT results_eq(
-    $$SELECT seq, duplicate FROM covenant.append_audit_entry('tests.refusals',
+    $$SELECT seq, duplicate FROM covenant.append_audit_entry('tests.refusals.other',
         '11000000-0000-4000-8000-000000000009', 'refusals.x', 'service:tests', '{}',
         now() - interval '4 minutes')$$,
     $$VALUES (3::bigint, FALSE)$$,

@@ -2,7 +2,7 @@
 -- DDL on covenant's objects outside `covenant migrate` and covenant's own
 -- functions, for the superuser and for covenant_migrator alike (CV005).
 BEGIN;
-SELECT plan(17);
+SELECT plan(20);
 
 SELECT is(
     (
@@ -83,6 +83,22 @@ SELECT is(
     coalesce(current_setting('covenant.ddl', TRUE), ''), '',
     'and restores the caller''s setting afterwards'
 );
+
+SELECT throws_ok(
+    $$CREATE TABLE public.foreign_partition PARTITION OF covenant.audit_trail
+      FOR VALUES FROM ('2099-01-01 00:00:00+00') TO ('2099-02-01 00:00:00+00')$$,
+    'CV005', NULL, 'a partition of a covenant table created in another schema is guarded'
+);
+SELECT throws_ok(
+    'CREATE TABLE public.child () INHERITS (covenant.audit_quarantine)',
+    'CV005', NULL, 'a child of a covenant table created in another schema is guarded'
+);
+SET LOCAL ROLE covenant_migrator;
+SELECT throws_ok(
+    'ALTER DEFAULT PRIVILEGES FOR ROLE covenant_migrator GRANT EXECUTE ON FUNCTIONS TO PUBLIC',
+    'CV005', NULL, 'default privileges cannot let PUBLIC in on the owner''s new functions'
+);
+RESET ROLE;
 
 -- The runner's mark lets DDL through.
 DO $mark$ BEGIN PERFORM set_config('covenant.ddl', 'migrate', TRUE); END $mark$;
