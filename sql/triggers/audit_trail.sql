@@ -61,62 +61,46 @@ BEGIN
 END;
 $$;
 
--- The parent and the unpartitioned audit tables.
-CREATE OR REPLACE TRIGGER audit_trail_append_only
-BEFORE UPDATE OR DELETE ON covenant.audit_trail
-FOR EACH ROW EXECUTE FUNCTION covenant._audit_refuse_change();
-ALTER TABLE covenant.audit_trail ENABLE ALWAYS TRIGGER audit_trail_append_only;
-CREATE OR REPLACE TRIGGER audit_trail_no_truncate
-BEFORE TRUNCATE ON covenant.audit_trail
-FOR EACH STATEMENT EXECUTE FUNCTION covenant._audit_refuse_change();
-ALTER TABLE covenant.audit_trail ENABLE ALWAYS TRIGGER audit_trail_no_truncate;
-
-CREATE OR REPLACE TRIGGER audit_chain_links_append_only
-BEFORE UPDATE OR DELETE ON covenant.audit_trail_chain_links
-FOR EACH ROW EXECUTE FUNCTION covenant._audit_refuse_change();
-ALTER TABLE covenant.audit_trail_chain_links ENABLE ALWAYS TRIGGER audit_chain_links_append_only;
-CREATE OR REPLACE TRIGGER audit_chain_links_no_truncate
-BEFORE TRUNCATE ON covenant.audit_trail_chain_links
-FOR EACH STATEMENT EXECUTE FUNCTION covenant._audit_refuse_change();
-ALTER TABLE covenant.audit_trail_chain_links ENABLE ALWAYS TRIGGER audit_chain_links_no_truncate;
-
-CREATE OR REPLACE TRIGGER audit_checkpoints_append_only
-BEFORE UPDATE OR DELETE ON covenant.audit_trail_checkpoints
-FOR EACH ROW EXECUTE FUNCTION covenant._audit_refuse_change();
-ALTER TABLE covenant.audit_trail_checkpoints ENABLE ALWAYS TRIGGER audit_checkpoints_append_only;
-CREATE OR REPLACE TRIGGER audit_checkpoints_no_truncate
-BEFORE TRUNCATE ON covenant.audit_trail_checkpoints
-FOR EACH STATEMENT EXECUTE FUNCTION covenant._audit_refuse_change();
-ALTER TABLE covenant.audit_trail_checkpoints ENABLE ALWAYS TRIGGER audit_checkpoints_no_truncate;
-
-CREATE OR REPLACE TRIGGER audit_retention_append_only
-BEFORE UPDATE OR DELETE ON covenant.audit_trail_retention
-FOR EACH ROW EXECUTE FUNCTION covenant._audit_refuse_change();
-ALTER TABLE covenant.audit_trail_retention ENABLE ALWAYS TRIGGER audit_retention_append_only;
-CREATE OR REPLACE TRIGGER audit_retention_no_truncate
-BEFORE TRUNCATE ON covenant.audit_trail_retention
-FOR EACH STATEMENT EXECUTE FUNCTION covenant._audit_refuse_change();
-ALTER TABLE covenant.audit_trail_retention ENABLE ALWAYS TRIGGER audit_retention_no_truncate;
-
--- The head moves forward on every append (UPDATE), but is never deleted.
-CREATE OR REPLACE TRIGGER audit_head_no_delete
-BEFORE DELETE ON covenant.audit_trail_head
-FOR EACH ROW EXECUTE FUNCTION covenant._audit_refuse_change();
-ALTER TABLE covenant.audit_trail_head ENABLE ALWAYS TRIGGER audit_head_no_delete;
-CREATE OR REPLACE TRIGGER audit_head_no_truncate
-BEFORE TRUNCATE ON covenant.audit_trail_head
-FOR EACH STATEMENT EXECUTE FUNCTION covenant._audit_refuse_change();
-ALTER TABLE covenant.audit_trail_head ENABLE ALWAYS TRIGGER audit_head_no_truncate;
-
--- Quarantine state changes through covenant functions only, and never vanishes.
-CREATE OR REPLACE TRIGGER audit_quarantine_no_delete
-BEFORE DELETE ON covenant.audit_quarantine
-FOR EACH ROW EXECUTE FUNCTION covenant._audit_refuse_change();
-ALTER TABLE covenant.audit_quarantine ENABLE ALWAYS TRIGGER audit_quarantine_no_delete;
-CREATE OR REPLACE TRIGGER audit_quarantine_no_truncate
-BEFORE TRUNCATE ON covenant.audit_quarantine
-FOR EACH STATEMENT EXECUTE FUNCTION covenant._audit_refuse_change();
-ALTER TABLE covenant.audit_quarantine ENABLE ALWAYS TRIGGER audit_quarantine_no_truncate;
+-- The parent and the unpartitioned audit tables: a row trigger refusing
+-- UPDATE and DELETE (only DELETE for the head, which moves forward on every
+-- append, and for the quarantine state, which changes through covenant's
+-- functions), and a TRUNCATE trigger; names <prefix>_append_only or
+-- <prefix>_no_delete, and <prefix>_no_truncate.
+DO $protect$
+DECLARE
+    v record;
+    v_row_trigger text;
+BEGIN
+    FOR v IN
+        SELECT * FROM (VALUES
+            ('audit_trail', 'audit_trail', 'UPDATE OR DELETE'),
+            ('audit_trail_chain_links', 'audit_chain_links', 'UPDATE OR DELETE'),
+            ('audit_trail_checkpoints', 'audit_checkpoints', 'UPDATE OR DELETE'),
+            ('audit_trail_retention', 'audit_retention', 'UPDATE OR DELETE'),
+            ('audit_trail_head', 'audit_head', 'DELETE'),
+            ('audit_quarantine', 'audit_quarantine', 'DELETE')
+        ) AS t (tbl, prefix, ops)
+    LOOP
+        v_row_trigger := v.prefix || CASE WHEN v.ops = 'DELETE' THEN '_no_delete' ELSE '_append_only' END;
+        EXECUTE pg_catalog.format(
+            'CREATE OR REPLACE TRIGGER %I BEFORE %s ON covenant.%I '
+            'FOR EACH ROW EXECUTE FUNCTION covenant._audit_refuse_change()',
+            v_row_trigger, v.ops, v.tbl
+        );
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE covenant.%I ENABLE ALWAYS TRIGGER %I', v.tbl, v_row_trigger
+        );
+        EXECUTE pg_catalog.format(
+            'CREATE OR REPLACE TRIGGER %I BEFORE TRUNCATE ON covenant.%I '
+            'FOR EACH STATEMENT EXECUTE FUNCTION covenant._audit_refuse_change()',
+            v.prefix || '_no_truncate', v.tbl
+        );
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE covenant.%I ENABLE ALWAYS TRIGGER %I', v.tbl, v.prefix || '_no_truncate'
+        );
+    END LOOP;
+END
+$protect$;
 
 -- Every change of a breaker's state is checked against the state machine and
 -- recorded on system:quarantine, whoever makes it (covenant._audit_quarantine_changed).
