@@ -33,8 +33,6 @@ from pydantic import BaseModel, ConfigDict
 from covenant.db import Conn, Connector
 from covenant.errors import CovenantError
 
-GENESIS_HASH = bytes(32)
-
 
 class AuditReceipt(BaseModel):
     """What an append returns (``covenant.audit_receipt``)."""
@@ -120,6 +118,20 @@ class AuditEntry:
     entry_id: uuid.UUID = field(default_factory=uuid.uuid4)
     event_time: datetime = field(default_factory=lambda: datetime.now(UTC))
 
+    @classmethod
+    def new(
+        cls,
+        event_type: str,
+        actor_id: str,
+        payload: Any,
+        entry_id: uuid.UUID | None = None,
+        event_time: datetime | None = None,
+    ) -> AuditEntry:
+        """An entry whose id and time are fixed now unless given (retries resend them)."""
+        return cls(
+            event_type, actor_id, payload, entry_id or uuid.uuid4(), event_time or datetime.now(UTC)
+        )
+
     def as_json(self) -> dict[str, Any]:
         return {
             "entry_id": str(self.entry_id),
@@ -147,13 +159,7 @@ class AuditTrail:
         event_time: datetime | None = None,
         conn: Conn | None = None,
     ) -> AuditReceipt:
-        entry = AuditEntry(
-            event_type,
-            actor_id,
-            payload,
-            entry_id or uuid.uuid4(),
-            event_time or datetime.now(UTC),
-        )
+        entry = AuditEntry.new(event_type, actor_id, payload, entry_id, event_time)
         row = self.db.fetch_one(
             "SELECT * FROM covenant.append_audit_entry(%s, %s, %s, %s, %s, %s)",
             [
@@ -284,9 +290,7 @@ class GroupCommitAppender:
         entry_id: uuid.UUID | None = None,
         event_time: datetime | None = None,
     ) -> Future[AuditReceipt]:
-        entry = AuditEntry(
-            event_type, actor_id, payload, entry_id or uuid.uuid4(), event_time or datetime.now(UTC)
-        )
+        entry = AuditEntry.new(event_type, actor_id, payload, entry_id, event_time)
         pending = _Pending(entry, Future())
         with self._lock:
             if self._closed:

@@ -170,9 +170,7 @@ def _audit_command(run: Callable[[AuditTrail], int]) -> Callable[[argparse.Names
         try:
             with _connector(args) as db:
                 return run(AuditTrail(db))
-        except CliError as exc:
-            print(f"covenant {args.command}: error: {exc}", file=sys.stderr)
-        except CovenantError as exc:
+        except (CliError, CovenantError) as exc:
             print(f"covenant {args.command}: error: {exc}", file=sys.stderr)
         except psycopg.Error as exc:
             print(

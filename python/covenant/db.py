@@ -16,8 +16,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, LiteralString, TypeVar
 
@@ -26,7 +25,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from covenant.config import Settings, load_settings
-from covenant.errors import RETRYABLE_SQLSTATES, CovenantError, translate
+from covenant.errors import RETRYABLE_SQLSTATES, translate
 
 T = TypeVar("T")
 Conn = psycopg.Connection[dict[str, Any]]
@@ -128,22 +127,3 @@ class Connector:
         conn: Conn | None = None,
     ) -> list[dict[str, Any]]:
         return self.run(lambda c: c.execute(query, params).fetchall(), conn=conn)
-
-
-@contextmanager
-def connect(url: str, *, autocommit: bool = False, timeout: int = 10) -> Iterator[Conn]:
-    """A single connection (rows as dicts) whose errors are covenant exceptions."""
-    try:
-        conn = psycopg.connect(
-            url, autocommit=autocommit, row_factory=dict_row, connect_timeout=timeout
-        )
-    except psycopg.Error as exc:
-        raise translate(exc) from exc
-    with conn:
-        try:
-            yield conn
-        except psycopg.Error as exc:
-            mapped = translate(exc)
-            if isinstance(mapped, CovenantError):
-                raise mapped from exc
-            raise

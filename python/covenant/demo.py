@@ -15,7 +15,7 @@ from covenant.audit import AuditEntry, AuditTrail
 from covenant.config import load_settings
 from covenant.db import Connector
 from covenant.errors import AuditQuarantine
-from covenant.migrate import connect, describe_target, migrate, status
+from covenant.migrate import connect, describe_target, has_table, migrate, status
 
 
 def print_installation(url: str) -> None:
@@ -70,18 +70,13 @@ def print_installation(url: str) -> None:
         print(f"  PUBLIC may CREATE in schema public: {_yn(public_create and public_create[0])}")
         codes = (
             conn.execute("SELECT count(*) FROM covenant.error_codes").fetchone()
-            if _has_table(conn, "covenant.error_codes")
+            if has_table(conn, "covenant.error_codes")
             else None
         )
         print(f"  error codes catalogued: {codes[0] if codes else 0}")
     print("\nmigration status:")
     for line in status(url).render().splitlines():
         print(f"  {line}")
-
-
-def _has_table(conn: psycopg.Connection[tuple[object, ...]], name: str) -> bool:
-    row = conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", [name]).fetchone()
-    return bool(row and row[0])
 
 
 def _yn(value: object) -> str:

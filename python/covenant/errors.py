@@ -11,7 +11,7 @@ name, never by message text.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import psycopg
 
@@ -214,16 +214,3 @@ _MEANINGS: dict[str, str] = {
     "AUDIT_APPEND_ONLY": "The audit record is append-only: UPDATE, DELETE and TRUNCATE are "
     "refused.",
 }
-
-
-def describe(exc: BaseException) -> dict[str, Any]:
-    """A structured, log-friendly view of an error (no payloads, no secrets)."""
-    if isinstance(exc, CovenantError):
-        return {
-            "error": exc.name,
-            "code": exc.code or exc.sqlstate,
-            "retryable": exc.retryable,
-            "http_status": exc.http_status,
-            "constraint": exc.constraint,
-        }
-    return {"error": type(exc).__name__}

@@ -301,10 +301,13 @@ def _bootstrap(conn: psycopg.Connection[tuple[object, ...]], sql_dir: Path) -> N
         raise _db_error("bootstrap (sql/bootstrap.sql) failed", exc) from None
 
 
+def has_table(conn: psycopg.Connection[tuple[object, ...]], name: str) -> bool:
+    row = conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", [name]).fetchone()
+    return bool(row and row[0])
+
+
 def _read_applied(conn: psycopg.Connection[tuple[object, ...]]) -> dict[int, tuple[str, str]]:
-    if conn.execute("SELECT pg_catalog.to_regclass('covenant.schema_migrations')").fetchone() == (
-        None,
-    ):
+    if not has_table(conn, "covenant.schema_migrations"):
         return {}
     rows = conn.execute(
         "SELECT version, name, checksum FROM covenant.schema_migrations ORDER BY version"
@@ -313,9 +316,7 @@ def _read_applied(conn: psycopg.Connection[tuple[object, ...]]) -> dict[int, tup
 
 
 def _read_repeatables(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str, str]:
-    if conn.execute("SELECT pg_catalog.to_regclass('covenant.schema_repeatables')").fetchone() == (
-        None,
-    ):
+    if not has_table(conn, "covenant.schema_repeatables"):
         return {}
     rows = conn.execute("SELECT path, checksum FROM covenant.schema_repeatables").fetchall()
     return {str(p): str(c) for p, c in rows}

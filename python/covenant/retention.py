@@ -30,7 +30,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from covenant.verify import canonical_time, entry_hash_v1
+from covenant.verify import canonical_time, entry_hash_v1, json_line
 
 PARTITION_FORMAT = "covenant.audit.partition.v1"
 _NAME = re.compile(r"^audit_trail_(p[0-9]{6}|default)$")
@@ -56,10 +56,6 @@ class PartitionVerdict:
     reason: str | None
 
 
-def _dump(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
-
 def export_partition(conn: psycopg.Connection[Any], partition: str) -> Iterator[str]:
     """Yield the export of ``covenant.<partition>``, one JSON Lines line at a time.
 
@@ -71,7 +67,7 @@ def export_partition(conn: psycopg.Connection[Any], partition: str) -> Iterator[
         raise ValueError(f"{partition!r} is not an audit partition name")
     with conn.cursor(row_factory=tuple_row) as cur:
         record = cur.execute(_RECORD_QUERY, [partition]).fetchone()
-        yield _dump(
+        yield json_line(
             {
                 "format": PARTITION_FORMAT,
                 "partition": partition,
@@ -89,7 +85,7 @@ def export_partition(conn: psycopg.Connection[Any], partition: str) -> Iterator[
             domain, seq, entry_id, event_type, actor, time, payload, prev, ehash = row
             digest.update(str(ehash).encode("ascii"))
             count += 1
-            yield _dump(
+            yield json_line(
                 {
                     "domain_tag": domain,
                     "seq": seq,
@@ -102,7 +98,7 @@ def export_partition(conn: psycopg.Connection[Any], partition: str) -> Iterator[
                     "entry_hash": ehash,
                 }
             )
-        yield _dump({"trailer": True, "count": count, "checksum": digest.hexdigest()})
+        yield json_line({"trailer": True, "count": count, "checksum": digest.hexdigest()})
 
 
 def verify_partition_export(lines: Iterable[str | bytes]) -> PartitionVerdict:

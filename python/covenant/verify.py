@@ -61,6 +61,7 @@ __all__ = [
     "canonical_time",
     "entry_hash_v1",
     "export_domain",
+    "json_line",
     "jsonb_text",
     "verify_export",
 ]
@@ -479,7 +480,7 @@ LIMIT %(limit)s
 _PAGE_SIZE = 1000
 
 
-def _dump(obj: dict[str, Any]) -> str:
+def json_line(obj: dict[str, Any]) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -513,7 +514,7 @@ def export_domain(
             if found_anchor is None:
                 raise LookupError(f"seq {from_seq - 1} of domain {domain_tag} is not in the chain")
             anchor = bytes(found_anchor[0])
-        yield _dump(
+        yield json_line(
             {
                 "format": EXPORT_FORMAT,
                 "domain_tag": domain_tag,
@@ -534,7 +535,7 @@ def export_domain(
             if not rows:
                 break
             for seq, entry_id, event_type, actor_id, event_time, payload, prev, ehash in rows:
-                yield _dump(
+                yield json_line(
                     {
                         "seq": seq,
                         "entry_id": entry_id,
@@ -549,4 +550,4 @@ def export_domain(
                 count += 1
                 last_hash = ehash
             after = int(rows[-1][0]) + 1
-        yield _dump({"trailer": True, "count": count, "last_hash": last_hash})
+        yield json_line({"trailer": True, "count": count, "last_hash": last_hash})

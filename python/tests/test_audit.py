@@ -19,9 +19,10 @@ from conftest import Server
 from psycopg.types.json import Jsonb
 
 from covenant import errors
-from covenant.audit import GENESIS_HASH, AuditEntry, AuditTrail, GroupCommitAppender
+from covenant.audit import AuditEntry, AuditTrail, GroupCommitAppender
 from covenant.config import load_settings
 from covenant.db import Connector
+from covenant.verify import GENESIS_HASH
 
 ACTOR = "service:ledger"
 
