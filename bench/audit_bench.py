@@ -103,12 +103,12 @@ def bench_appends(url: str, seconds: float, results: dict[str, object]) -> None:
         conn.execute(
             "INSERT INTO public.bench_plain VALUES (gen_random_uuid(), %s, 1, 'bench', %s, %s, "
             "now(), clock_timestamp(), %s, %s, 1)",
-            [f"account:{w % 16}", ACTOR, Jsonb(PAYLOAD), bytes(32), bytes(32)],
+            [f"orders:{w % 16}", ACTOR, Jsonb(PAYLOAD), bytes(32), bytes(32)],
         )
 
     def append(domains: int) -> Callable[[psycopg.Connection, int], float | None]:
         def work(conn: psycopg.Connection, w: int) -> float | None:
-            tag = f"account:bench-{domains}-{w % domains}"
+            tag = f"orders:bench-{domains}-{w % domains}"
             conn.execute(
                 "SELECT * FROM covenant.append_audit_entry(%s, gen_random_uuid(), 'bench', %s, %s)",
                 [tag, ACTOR, Jsonb(PAYLOAD)],
@@ -121,7 +121,7 @@ def bench_appends(url: str, seconds: float, results: dict[str, object]) -> None:
         """In an explicit transaction, with the lock's wait measured on its own."""
 
         def work(conn: psycopg.Connection, w: int) -> float | None:
-            tag = f"account:bench-{domains}-{w % domains}"
+            tag = f"orders:bench-{domains}-{w % domains}"
             t0 = time.perf_counter()
             # the same lock the append takes (re-entrant): its wait, measured alone
             conn.execute("SELECT pg_advisory_xact_lock(covenant._audit_lock_key(%s))", [tag])
@@ -176,7 +176,7 @@ def bench_batches(url: str, results: dict[str, object]) -> None:
                 for e in entries:
                     e["entry_id"] = str(uuid.uuid4())
                 conn.execute(
-                    "SELECT count(*) FROM covenant.append_audit_entries('account:batch', %s)",
+                    "SELECT count(*) FROM covenant.append_audit_entries('orders:batch', %s)",
                     [Jsonb(entries)],
                 )
                 conn.commit()
@@ -199,7 +199,7 @@ def bench_group_commit(url: str, seconds: float, results: dict[str, object]) -> 
             nonlocal count
             n = 0
             while time.monotonic() < stop:
-                appender.append("account:group", "bench", ACTOR, PAYLOAD)
+                appender.append("orders:group", "bench", ACTOR, PAYLOAD)
                 n += 1
             with lock:
                 count += n
@@ -221,7 +221,7 @@ def bench_group_commit(url: str, seconds: float, results: dict[str, object]) -> 
 
 
 def bench_verify(url: str, chain: int, results: dict[str, object]) -> None:
-    tag = "account:verify"
+    tag = "orders:verify"
     with psycopg.connect(url) as conn:
         done = 0
         started = time.perf_counter()

@@ -85,7 +85,7 @@ def _yn(value: object) -> str:
 
 def audit_story(url: str) -> None:
     """Appends, a verification, a superuser tamper caught, the quarantine refusing."""
-    domain = f"account:demo-{uuid.uuid4().hex[:8]}"
+    domain = f"orders:demo-{uuid.uuid4().hex[:8]}"
     settings = load_settings({"COVENANT_POOL_MAX_SIZE": "4"})
     with Connector(settings, database_url=url) as db:
         audit = AuditTrail(db)

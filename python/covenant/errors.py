@@ -110,6 +110,18 @@ class AuditAppendOnly(CovenantError):
     code, name, http_status = "CV019", "AUDIT_APPEND_ONLY", 403
 
 
+class UsageReplay(CovenantError):
+    code, name, http_status = "CV020", "USAGE_REPLAY", 409
+
+
+class AccountExists(CovenantError):
+    code, name, http_status = "CV021", "ACCOUNT_EXISTS", 409
+
+
+class JournalAppendOnly(CovenantError):
+    code, name, http_status = "CV022", "JOURNAL_APPEND_ONLY", 403
+
+
 # Transient conditions of PostgreSQL itself (not CV codes): the adapter
 # retries these with backoff; callers see them only when retries run out.
 class SerializationFailure(CovenantError):
@@ -136,6 +148,9 @@ DOMAIN_ERRORS: tuple[type[CovenantError], ...] = (
     AccountUnknown,
     IsolationLevelUnsupported,
     AuditAppendOnly,
+    UsageReplay,
+    AccountExists,
+    JournalAppendOnly,
 )
 
 BY_SQLSTATE: dict[str, type[CovenantError]] = {cls.code: cls for cls in DOMAIN_ERRORS}
@@ -191,6 +206,11 @@ def catalogue() -> list[ErrorCode]:
 
 
 _MEANINGS: dict[str, str] = {
+    "USAGE_REPLAY": "This usage report (jti) was already redeemed; a report finalizes at most "
+    "once.",
+    "ACCOUNT_EXISTS": "An account with this id already exists (created by another mutation).",
+    "JOURNAL_APPEND_ONLY": "The ledger journal, the mutation record and the usage tokens are "
+    "append-only: UPDATE, DELETE and TRUNCATE are refused.",
     "AUDIT_QUARANTINE": "The audit domain is quarantined; appends and governed mutations of it "
     "are refused.",
     "IDEMPOTENCY_CONFLICT": "The idempotency key (entry_id or mutation_id) was already used for a "

@@ -72,21 +72,21 @@ def _superuser(url: str, *statements: str) -> None:
 
 
 def test_append_links_entries_into_a_chain(audit: AuditTrail) -> None:
-    first = audit.append("account:a", "credit.allocated", ACTOR, {"amount": "10"})
-    second = audit.append("account:a", "credit.reserved", ACTOR, {"amount": "4"})
-    other = audit.append("account:b", "credit.allocated", ACTOR, {})
+    first = audit.append("orders:a", "credit.allocated", ACTOR, {"amount": "10"})
+    second = audit.append("orders:a", "credit.reserved", ACTOR, {"amount": "4"})
+    other = audit.append("orders:b", "credit.allocated", ACTOR, {})
     assert (first.seq, second.seq, other.seq) == (1, 2, 1)
     assert first.previous_hash == GENESIS_HASH == other.previous_hash
     assert second.previous_hash == first.entry_hash
     assert not first.duplicate
-    assert audit.verify("account:a", 1).ok
+    assert audit.verify("orders:a", 1).ok
 
 
 def test_same_entry_id_same_content_is_a_duplicate(audit: AuditTrail, migrated_url: str) -> None:
     entry_id = uuid.uuid4()
-    first = audit.append("account:a", "x", ACTOR, {"n": 1}, entry_id=entry_id)
+    first = audit.append("orders:a", "x", ACTOR, {"n": 1}, entry_id=entry_id)
     before = _count(migrated_url)
-    again = audit.append("account:a", "x", ACTOR, {"n": 1}, entry_id=entry_id)
+    again = audit.append("orders:a", "x", ACTOR, {"n": 1}, entry_id=entry_id)
     assert again.duplicate
     assert (again.seq, again.entry_hash) == (first.seq, first.entry_hash)
     assert _count(migrated_url) == before
@@ -95,17 +95,17 @@ def test_same_entry_id_same_content_is_a_duplicate(audit: AuditTrail, migrated_u
 @pytest.mark.parametrize(
     ("domain", "event_type", "actor", "payload"),
     [
-        ("account:a", "y", ACTOR, {"n": 1}),  # another type
-        ("account:a", "x", "service:other", {"n": 1}),  # another actor
-        ("account:a", "x", ACTOR, {"n": 2}),  # another payload
-        ("account:b", "x", ACTOR, {"n": 1}),  # another domain
+        ("orders:a", "y", ACTOR, {"n": 1}),  # another type
+        ("orders:a", "x", "service:other", {"n": 1}),  # another actor
+        ("orders:a", "x", ACTOR, {"n": 2}),  # another payload
+        ("orders:b", "x", ACTOR, {"n": 1}),  # another domain
     ],
 )
 def test_same_entry_id_other_content_conflicts(
     audit: AuditTrail, migrated_url: str, domain: str, event_type: str, actor: str, payload: Any
 ) -> None:
     entry_id = uuid.uuid4()
-    audit.append("account:a", "x", ACTOR, {"n": 1}, entry_id=entry_id)
+    audit.append("orders:a", "x", ACTOR, {"n": 1}, entry_id=entry_id)
     before = _count(migrated_url)
     with pytest.raises(errors.IdempotencyConflict):
         audit.append(domain, event_type, actor, payload, entry_id=entry_id)
@@ -135,7 +135,7 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize(("field", "value"), BAD_INPUT)
 def test_bad_input_is_cv004_and_writes_nothing(migrated_url: str, field: str, value: Any) -> None:
-    args = {"domain": "account:a", "event_type": "x", "actor": ACTOR, "payload": Jsonb({})}
+    args = {"domain": "orders:a", "event_type": "x", "actor": ACTOR, "payload": Jsonb({})}
     args[field] = Jsonb(value) if field == "payload" and value is not None else value
     with psycopg.connect(migrated_url) as conn, pytest.raises(psycopg.Error) as caught:
         conn.execute(
@@ -149,13 +149,13 @@ def test_bad_input_is_cv004_and_writes_nothing(migrated_url: str, field: str, va
 @pytest.mark.parametrize("offset", [timedelta(minutes=6), timedelta(minutes=-6), timedelta(days=1)])
 def test_event_time_skew_is_cv003(audit: AuditTrail, migrated_url: str, offset: timedelta) -> None:
     with pytest.raises(errors.EventTimeSkew):
-        audit.append("account:a", "x", ACTOR, {}, event_time=datetime.now(UTC) + offset)
+        audit.append("orders:a", "x", ACTOR, {}, event_time=datetime.now(UTC) + offset)
     assert _count(migrated_url) == 0
 
 
 def test_event_time_within_skew_is_accepted(audit: AuditTrail) -> None:
     receipt = audit.append(
-        "account:a", "x", ACTOR, {}, event_time=datetime.now(UTC) - timedelta(minutes=4)
+        "orders:a", "x", ACTOR, {}, event_time=datetime.now(UTC) - timedelta(minutes=4)
     )
     assert receipt.seq == 1
 
@@ -164,14 +164,14 @@ def test_batch_is_all_or_nothing_and_ordered(audit: AuditTrail, migrated_url: st
     good = [AuditEntry("x", ACTOR, {"i": i}) for i in range(5)]
     bad = [*good[:2], AuditEntry("x", "not an actor", {}), *good[2:]]
     with pytest.raises(errors.InvalidArgument, match="entry 2: actor_id"):
-        audit.append_many("account:a", bad)
+        audit.append_many("orders:a", bad)
     assert _count(migrated_url) == 0
-    receipts = audit.append_many("account:a", good)
+    receipts = audit.append_many("orders:a", good)
     assert [r.seq for r in receipts] == [1, 2, 3, 4, 5]
     assert [r.entry_id for r in receipts] == [e.entry_id for e in good]
-    again = audit.append_many("account:a", [*good[3:], AuditEntry("x", ACTOR, {"i": 5})])
+    again = audit.append_many("orders:a", [*good[3:], AuditEntry("x", ACTOR, {"i": 5})])
     assert [(r.seq, r.duplicate) for r in again] == [(4, True), (5, True), (6, False)]
-    assert audit.verify("account:a", 1).ok
+    assert audit.verify("orders:a", 1).ok
 
 
 @pytest.mark.parametrize(
@@ -193,7 +193,7 @@ def test_batch_is_all_or_nothing_and_ordered(audit: AuditTrail, migrated_url: st
 def test_malformed_batches_are_cv004(migrated_url: str, entries: str) -> None:
     with psycopg.connect(migrated_url) as conn, pytest.raises(psycopg.Error) as caught:
         conn.execute(
-            "SELECT * FROM covenant.append_audit_entries('account:a', %s::jsonb)", [entries]
+            "SELECT * FROM covenant.append_audit_entries('orders:a', %s::jsonb)", [entries]
         )
     assert isinstance(errors.translate(caught.value), errors.InvalidArgument)
     assert _count(migrated_url) == 0
@@ -205,7 +205,7 @@ def test_non_read_committed_callers_get_a_clear_error(migrated_url: str, level: 
         conn.execute(f"SET TRANSACTION ISOLATION LEVEL {level}".encode())
         with pytest.raises(psycopg.Error) as caught:
             conn.execute(
-                "SELECT * FROM covenant.append_audit_entry('account:a', gen_random_uuid(), 'x', "
+                "SELECT * FROM covenant.append_audit_entry('orders:a', gen_random_uuid(), 'x', "
                 "'service:a', '{}')"
             )
     assert isinstance(errors.translate(caught.value), errors.IsolationLevelUnsupported)
@@ -213,7 +213,7 @@ def test_non_read_committed_callers_get_a_clear_error(migrated_url: str, level: 
 
 def test_audit_composes_with_the_callers_transaction(audit: AuditTrail, migrated_url: str) -> None:
     with psycopg.connect(migrated_url, row_factory=psycopg.rows.dict_row) as conn:
-        audit.append("account:a", "x", ACTOR, {}, conn=conn)
+        audit.append("orders:a", "x", ACTOR, {}, conn=conn)
         conn.rollback()
     assert _count(migrated_url) == 0, "the caller's rollback took the entry with it"
 
@@ -230,7 +230,7 @@ def test_twenty_writers_on_one_domain_make_one_chain(
     def write(w: int) -> None:
         try:
             for i in range(per_writer):
-                audit.append("account:hot", "x", ACTOR, {"writer": w, "i": i})
+                audit.append("orders:hot", "x", ACTOR, {"writer": w, "i": i})
         except BaseException as exc:
             failures.append(exc)
 
@@ -244,11 +244,11 @@ def test_twenty_writers_on_one_domain_make_one_chain(
         seqs = [
             r[0]
             for r in conn.execute(
-                "SELECT seq FROM covenant.audit_trail WHERE domain_tag = 'account:hot' ORDER BY seq"
+                "SELECT seq FROM covenant.audit_trail WHERE domain_tag = 'orders:hot' ORDER BY seq"
             ).fetchall()
         ]
     assert seqs == list(range(1, writers * per_writer + 1)), "no gaps, no duplicates"
-    result = audit.verify("account:hot", 1)
+    result = audit.verify("orders:hot", 1)
     assert result.ok and result.checked == writers * per_writer, result
     assert db.stats.retries == 0
 
@@ -258,14 +258,14 @@ def test_different_domains_never_wait_for_each_other(migrated_url: str) -> None:
         "SELECT * FROM covenant.append_audit_entry(%s, gen_random_uuid(), 'x', 'service:a', '{}')"
     )
     with psycopg.connect(migrated_url) as holder:
-        holder.execute(append, ["account:one"])  # holds account:one's lock until rollback
+        holder.execute(append, ["orders:one"])  # holds orders:one's lock until rollback
         with psycopg.connect(migrated_url) as other:
             other.execute("SET lock_timeout = '500ms'")
-            other.execute(append, ["account:two"])  # would time out if it waited
+            other.execute(append, ["orders:two"])  # would time out if it waited
             other.commit()
             other.execute("SET lock_timeout = '500ms'")
             with pytest.raises(psycopg.errors.LockNotAvailable):
-                other.execute(append, ["account:one"])  # the same domain does wait
+                other.execute(append, ["orders:one"])  # the same domain does wait
         holder.rollback()
 
 
@@ -280,7 +280,7 @@ def test_group_commit_batches_and_acknowledges_each_entry(db: Connector, audit: 
 
         def work(t: int) -> None:
             for i in range(per_thread):
-                r = appender.append("account:gc", "x", ACTOR, {"t": t, "i": i})
+                r = appender.append("orders:gc", "x", ACTOR, {"t": t, "i": i})
                 with lock:
                     receipts.append(r)
 
@@ -294,14 +294,14 @@ def test_group_commit_batches_and_acknowledges_each_entry(db: Connector, audit: 
     assert sorted(r.seq for r in receipts) == list(range(1, total + 1))
     assert stats.entries == total
     assert stats.batches < total, "entries were grouped into fewer transactions"
-    assert audit.verify("account:gc", 1).ok
+    assert audit.verify("orders:gc", 1).ok
 
 
 def test_group_commit_isolates_one_bad_entry(db: Connector) -> None:
     with GroupCommitAppender(db) as appender:
-        futures = [appender.submit("account:gc", "x", ACTOR, {"i": i}) for i in range(20)]
-        bad = appender.submit("account:gc", "x", "NOT AN ACTOR", {})
-        futures += [appender.submit("account:gc", "x", ACTOR, {"i": i}) for i in range(20, 40)]
+        futures = [appender.submit("orders:gc", "x", ACTOR, {"i": i}) for i in range(20)]
+        bad = appender.submit("orders:gc", "x", "NOT AN ACTOR", {})
+        futures += [appender.submit("orders:gc", "x", ACTOR, {"i": i}) for i in range(20, 40)]
         with pytest.raises(errors.InvalidArgument):
             bad.result()
         seqs = sorted(f.result().seq for f in futures)
@@ -311,7 +311,7 @@ def test_group_commit_isolates_one_bad_entry(db: Connector) -> None:
 # ------------------------------------------------------------------ tamper
 
 
-def _chain(audit: AuditTrail, n: int = 10, domain: str = "account:t") -> None:
+def _chain(audit: AuditTrail, n: int = 10, domain: str = "orders:t") -> None:
     for i in range(n):
         audit.append(domain, "x", ACTOR, {"i": i})
 
@@ -320,27 +320,27 @@ TAMPER = {
     "edited": (
         [
             "UPDATE covenant.audit_trail SET payload = '{\"i\": 999}' "
-            "WHERE domain_tag = 'account:t' AND seq = 5"
+            "WHERE domain_tag = 'orders:t' AND seq = 5"
         ],
         5,
         "hash mismatch",
     ),
     "deleted entry": (
-        ["DELETE FROM covenant.audit_trail WHERE domain_tag = 'account:t' AND seq = 5"],
+        ["DELETE FROM covenant.audit_trail WHERE domain_tag = 'orders:t' AND seq = 5"],
         5,
         "entry missing",
     ),
     "deleted entry and link": (
         [
-            "DELETE FROM covenant.audit_trail WHERE domain_tag = 'account:t' AND seq = 5",
-            "DELETE FROM covenant.audit_trail_chain_links WHERE domain_tag = 'account:t' AND seq = 5",
+            "DELETE FROM covenant.audit_trail WHERE domain_tag = 'orders:t' AND seq = 5",
+            "DELETE FROM covenant.audit_trail_chain_links WHERE domain_tag = 'orders:t' AND seq = 5",
         ],
         6,
         "seq gap",
     ),
     "reordered": (
         [
-            f"UPDATE covenant.{table} SET seq = {new} WHERE domain_tag = 'account:t' AND seq = {old}"
+            f"UPDATE covenant.{table} SET seq = {new} WHERE domain_tag = 'orders:t' AND seq = {old}"
             for table in ("audit_trail", "audit_trail_chain_links")
             for old, new in ((4, 1000), (5, 4), (1000, 5))
         ],
@@ -349,12 +349,12 @@ TAMPER = {
     ),
     "renumbered": (
         [
-            "DELETE FROM covenant.audit_trail WHERE domain_tag = 'account:t' AND seq = 5",
-            "DELETE FROM covenant.audit_trail_chain_links WHERE domain_tag = 'account:t' AND seq = 5",
-            "UPDATE covenant.audit_trail SET seq = seq - 1 WHERE domain_tag = 'account:t' AND seq > 5",
+            "DELETE FROM covenant.audit_trail WHERE domain_tag = 'orders:t' AND seq = 5",
+            "DELETE FROM covenant.audit_trail_chain_links WHERE domain_tag = 'orders:t' AND seq = 5",
+            "UPDATE covenant.audit_trail SET seq = seq - 1 WHERE domain_tag = 'orders:t' AND seq > 5",
             "UPDATE covenant.audit_trail_chain_links SET seq = seq - 1 "
-            "WHERE domain_tag = 'account:t' AND seq > 5",
-            "UPDATE covenant.audit_trail_head SET seq = 9 WHERE domain_tag = 'account:t'",
+            "WHERE domain_tag = 'orders:t' AND seq > 5",
+            "UPDATE covenant.audit_trail_head SET seq = 9 WHERE domain_tag = 'orders:t'",
         ],
         5,
         "link does not follow",
@@ -363,7 +363,7 @@ TAMPER = {
         [
             "INSERT INTO covenant.audit_trail SELECT gen_random_uuid(), domain_tag, 11, event_type, "
             "actor_id, payload, event_time, created_at, entry_hash, entry_hash, 1 "
-            "FROM covenant.audit_trail WHERE domain_tag = 'account:t' AND seq = 10"
+            "FROM covenant.audit_trail WHERE domain_tag = 'orders:t' AND seq = 10"
         ],
         11,
         "without a chain link",
@@ -372,7 +372,7 @@ TAMPER = {
         [
             "UPDATE covenant.audit_trail_head h SET seq = 9, entry_hash = l.entry_hash "
             "FROM covenant.audit_trail_chain_links l "
-            "WHERE h.domain_tag = 'account:t' AND l.domain_tag = 'account:t' AND l.seq = 9"
+            "WHERE h.domain_tag = 'orders:t' AND l.domain_tag = 'orders:t' AND l.seq = 9"
         ],
         9,
         "head (seq 9) does not match",
@@ -386,30 +386,30 @@ def test_superuser_tamper_is_caught_and_quarantines(
 ) -> None:
     statements, first_bad, reason = TAMPER[case]
     _chain(audit)
-    assert audit.verify("account:t", 1).ok
+    assert audit.verify("orders:t", 1).ok
     _superuser(migrated_url, *statements)
-    result = audit.verify("account:t", 1)
+    result = audit.verify("orders:t", 1)
     assert not result.ok
     assert result.first_bad_seq == first_bad, result
     assert result.reason is not None and reason in result.reason
-    [state] = audit.domains("account:t")
+    [state] = audit.domains("orders:t")
     assert state.quarantine_state == "open"
     with pytest.raises(errors.AuditQuarantine):
-        audit.append("account:t", "x", ACTOR, {})
+        audit.append("orders:t", "x", ACTOR, {})
 
 
 def test_truncation_after_a_checkpoint_is_caught(audit: AuditTrail, migrated_url: str) -> None:
     _chain(audit)
-    assert audit.checkpoint("account:t", "service:ops").seq == 10
+    assert audit.checkpoint("orders:t", "service:ops").seq == 10
     _superuser(
         migrated_url,
-        "DELETE FROM covenant.audit_trail WHERE domain_tag = 'account:t' AND seq > 7",
-        "DELETE FROM covenant.audit_trail_chain_links WHERE domain_tag = 'account:t' AND seq > 7",
+        "DELETE FROM covenant.audit_trail WHERE domain_tag = 'orders:t' AND seq > 7",
+        "DELETE FROM covenant.audit_trail_chain_links WHERE domain_tag = 'orders:t' AND seq > 7",
         "UPDATE covenant.audit_trail_head h SET seq = 7, entry_hash = l.entry_hash "
         "FROM covenant.audit_trail_chain_links l "
-        "WHERE h.domain_tag = 'account:t' AND l.domain_tag = 'account:t' AND l.seq = 7",
+        "WHERE h.domain_tag = 'orders:t' AND l.domain_tag = 'orders:t' AND l.seq = 7",
     )
-    result = audit.verify("account:t")
+    result = audit.verify("orders:t")
     assert not result.ok and result.first_bad_seq == 10
     assert result.reason is not None and "checkpoint at seq 10" in result.reason
 
@@ -419,23 +419,23 @@ def test_a_detached_partition_is_caught(audit: AuditTrail, migrated_url: str) ->
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT tableoid::regclass::text FROM covenant.audit_trail "
-            "WHERE domain_tag = 'account:t' LIMIT 1"
+            "WHERE domain_tag = 'orders:t' LIMIT 1"
         ).fetchone()
         assert row is not None
         conn.execute("SET covenant.ddl = 'tamper'")  # a superuser gets past the DDL guard
         conn.execute(f"ALTER TABLE covenant.audit_trail DETACH PARTITION {row[0]}".encode())
-    result = audit.verify("account:t", 1)
+    result = audit.verify("orders:t", 1)
     assert not result.ok and result.first_bad_seq == 1
     assert result.reason is not None and "entry missing" in result.reason
 
 
 def test_incremental_verification_starts_at_the_last_checkpoint(audit: AuditTrail) -> None:
     _chain(audit, 10)
-    audit.checkpoint("account:t", "service:ops")
+    audit.checkpoint("orders:t", "service:ops")
     _chain(audit, 5)
-    result = audit.verify("account:t")
+    result = audit.verify("orders:t")
     assert result.ok and result.checked == 5
-    assert audit.verify("account:t", 1).checked == 15
+    assert audit.verify("orders:t", 1).checked == 15
 
 
 # ------------------------------------------------------------------ quarantine
@@ -480,31 +480,31 @@ def test_quarantine_recovery_needs_a_probe_and_two_operators(
     _superuser(
         migrated_url,
         "UPDATE covenant.audit_trail SET payload = '{\"i\": 999}' "
-        "WHERE domain_tag = 'account:t' AND seq = 5",
+        "WHERE domain_tag = 'orders:t' AND seq = 5",
     )
-    assert not audit.verify("account:t", 1).ok
+    assert not audit.verify("orders:t", 1).ok
     # a probe over the broken range fails and the breaker stays open
-    assert op_a.approve_probe("account:t", "service:op-a", last_n=10).state == "open"
+    assert op_a.approve_probe("orders:t", "service:op-a", last_n=10).state == "open"
     with pytest.raises(errors.InvalidTransition):
-        op_a.approve_reset("account:t", "service:op-a")
+        op_a.approve_reset("orders:t", "service:op-a")
     # repaired (restored from the export), the probe passes: half_open
     _superuser(
         migrated_url,
         f"UPDATE covenant.audit_trail SET payload = '{original}' "
-        "WHERE domain_tag = 'account:t' AND seq = 5",
+        "WHERE domain_tag = 'orders:t' AND seq = 5",
     )
-    assert op_a.approve_probe("account:t", "service:op-a", last_n=10).state == "half_open"
+    assert op_a.approve_probe("orders:t", "service:op-a", last_n=10).state == "half_open"
     with pytest.raises(errors.AuditQuarantine):
-        audit.append("account:t", "x", ACTOR, {}), "half_open still refuses appends"
-    first = op_a.approve_reset("account:t", "service:op-a")
+        audit.append("orders:t", "x", ACTOR, {}), "half_open still refuses appends"
+    first = op_a.approve_reset("orders:t", "service:op-a")
     assert (first.state, first.approvals) == ("half_open", 1)
     with pytest.raises(errors.NotAuthorized):
-        op_a.approve_reset("account:t", "service:op-a")
+        op_a.approve_reset("orders:t", "service:op-a")
     with pytest.raises(errors.NotAuthorized, match="another login"):
-        op_a.approve_reset("account:t", "0b8c4b0e-6a0b-4d5e-9e7e-3f1f5c3a2b10")  # same login
-    second = op_b.approve_reset("account:t", "0b8c4b0e-6a0b-4d5e-9e7e-3f1f5c3a2b10")
+        op_a.approve_reset("orders:t", "0b8c4b0e-6a0b-4d5e-9e7e-3f1f5c3a2b10")  # same login
+    second = op_b.approve_reset("orders:t", "0b8c4b0e-6a0b-4d5e-9e7e-3f1f5c3a2b10")
     assert (second.state, second.ok) == ("closed", True)
-    assert audit.append("account:t", "x", ACTOR, {}).seq == 11
+    assert audit.append("orders:t", "x", ACTOR, {}).seq == 11
     # every transition is on the system chain, with the login behind it, and it verifies
     with psycopg.connect(migrated_url) as conn:
         rows = conn.execute(
@@ -528,16 +528,16 @@ def test_a_reset_does_not_close_over_a_break_behind_a_checkpoint(
 ) -> None:
     op_a, op_b = operators
     _chain(audit, 6)
-    audit.checkpoint("account:t", "service:ops")  # seals seq 1..6
+    audit.checkpoint("orders:t", "service:ops")  # seals seq 1..6
     _superuser(
         migrated_url,
         "UPDATE covenant.audit_trail SET payload = '{\"forged\": 1}' "
-        "WHERE domain_tag = 'account:t' AND seq = 2",
+        "WHERE domain_tag = 'orders:t' AND seq = 2",
     )
-    assert audit.verify("account:t", 1).first_bad_seq == 2
-    assert op_a.approve_probe("account:t", "service:op-a", last_n=1).state == "half_open"
-    op_a.approve_reset("account:t", "service:op-a")
-    final = op_b.approve_reset("account:t", "service:op-b")
+    assert audit.verify("orders:t", 1).first_bad_seq == 2
+    assert op_a.approve_probe("orders:t", "service:op-a", last_n=1).state == "half_open"
+    op_a.approve_reset("orders:t", "service:op-a")
+    final = op_b.approve_reset("orders:t", "service:op-b")
     assert (final.state, final.ok) == ("open", False), "seq 2 is still forged"
 
 
@@ -545,20 +545,20 @@ def test_the_breaker_cannot_be_closed_by_hand(audit: AuditTrail, migrated_url: s
     _chain(audit, 3)
     _superuser(
         migrated_url,
-        "UPDATE covenant.audit_trail SET payload = '{}' WHERE domain_tag = 'account:t' AND seq = 2",
+        "UPDATE covenant.audit_trail SET payload = '{}' WHERE domain_tag = 'orders:t' AND seq = 2",
     )
-    assert not audit.verify("account:t", 1).ok
+    assert not audit.verify("orders:t", 1).ok
     with psycopg.connect(migrated_url) as conn:
         conn.execute("SET ROLE covenant_migrator")
         with pytest.raises(psycopg.Error) as caught:
             conn.execute(
-                "UPDATE covenant.audit_quarantine SET state = 'closed' WHERE domain_tag = 'account:t'"
+                "UPDATE covenant.audit_quarantine SET state = 'closed' WHERE domain_tag = 'orders:t'"
             )
     assert isinstance(errors.translate(caught.value), errors.InvalidTransition)
     with psycopg.connect(migrated_url) as conn:
         conn.execute("SET ROLE covenant_migrator")
         conn.execute(
-            "UPDATE covenant.audit_quarantine SET state = 'half_open' WHERE domain_tag = 'account:t'"
+            "UPDATE covenant.audit_quarantine SET state = 'half_open' WHERE domain_tag = 'orders:t'"
         )
         conn.commit()
         recorded = conn.execute(
@@ -571,9 +571,9 @@ def test_the_breaker_cannot_be_closed_by_hand(audit: AuditTrail, migrated_url: s
 def test_verifying_past_the_head_is_an_argument_error(audit: AuditTrail) -> None:
     _chain(audit, 2)
     with pytest.raises(errors.InvalidArgument, match="past the head"):
-        audit.verify("account:t", 100)
-    assert audit.domains("account:t")[0].quarantine_state == "closed"
-    assert audit.verify("account:t", 3).ok, "right after the head: nothing to check"
+        audit.verify("orders:t", 100)
+    assert audit.domains("orders:t")[0].quarantine_state == "closed"
+    assert audit.verify("orders:t", 3).ok, "right after the head: nothing to check"
 
 
 def test_three_failed_verifications_open_the_breaker(audit: AuditTrail, db: Connector) -> None:
@@ -581,18 +581,18 @@ def test_three_failed_verifications_open_the_breaker(audit: AuditTrail, db: Conn
     for expected in (1, 2):
         row = db.fetch_one(
             "SELECT * FROM covenant.record_audit_verification_failure(%s, %s, %s)",
-            ["account:t", "service:verifier", "statement timeout"],
+            ["orders:t", "service:verifier", "statement timeout"],
         )
         assert row == {"state": "closed", "consecutive_failures": expected}
-    assert audit.verify("account:t", 1).ok  # a pass resets the count
+    assert audit.verify("orders:t", 1).ok  # a pass resets the count
     for _ in range(3):
         row = db.fetch_one(
             "SELECT * FROM covenant.record_audit_verification_failure(%s, %s, %s)",
-            ["account:t", "service:verifier", "statement timeout"],
+            ["orders:t", "service:verifier", "statement timeout"],
         )
     assert row == {"state": "open", "consecutive_failures": 3}
     with pytest.raises(errors.AuditQuarantine):
-        audit.append("account:t", "x", ACTOR, {})
+        audit.append("orders:t", "x", ACTOR, {})
 
 
 # ------------------------------------------------------------------ partitions
@@ -678,7 +678,7 @@ def test_cli_export_then_offline_verify(
     audit: AuditTrail, migrated_url: str, tmp_path: Path
 ) -> None:
     _chain(audit, 12)
-    exported = _cli("export", "--domain", "account:t", url=migrated_url)
+    exported = _cli("export", "--domain", "orders:t", url=migrated_url)
     assert exported.returncode == 0, exported.stderr
     path = tmp_path / "chain.jsonl"
     path.write_text(exported.stdout)
@@ -709,9 +709,9 @@ def test_cli_verify_checkpoint_partitions_and_quarantine(
 ) -> None:
     _chain(audit, 3)
     assert (
-        _cli("verify", "--domain", "account:t", "--from-seq", "1", url=migrated_url).returncode == 0
+        _cli("verify", "--domain", "orders:t", "--from-seq", "1", url=migrated_url).returncode == 0
     )
-    cp = _cli("checkpoint", "--domain", "account:t", "--actor", "service:ops", url=migrated_url)
+    cp = _cli("checkpoint", "--domain", "orders:t", "--actor", "service:ops", url=migrated_url)
     assert cp.returncode == 0 and "checkpoint at seq 3" in cp.stdout
     health = _cli("partitions", "health", url=migrated_url)
     assert health.returncode == 0 and "months ahead: 2" in health.stdout
@@ -721,9 +721,9 @@ def test_cli_verify_checkpoint_partitions_and_quarantine(
     assert _cli("quarantine", "status", url=migrated_url).returncode == 0
     _superuser(
         migrated_url,
-        "UPDATE covenant.audit_trail SET payload = '{}' WHERE domain_tag = 'account:t' AND seq = 2",
+        "UPDATE covenant.audit_trail SET payload = '{}' WHERE domain_tag = 'orders:t' AND seq = 2",
     )
-    broken = _cli("verify", "--domain", "account:t", "--from-seq", "1", url=migrated_url)
+    broken = _cli("verify", "--domain", "orders:t", "--from-seq", "1", url=migrated_url)
     assert broken.returncode == 1 and "BROKEN at seq 2" in broken.stdout
     status = _cli("quarantine", "status", url=migrated_url)
     assert status.returncode == 1 and "open" in status.stdout
@@ -731,7 +731,7 @@ def test_cli_verify_checkpoint_partitions_and_quarantine(
         "quarantine",
         "approve-reset",
         "--domain",
-        "account:t",
+        "orders:t",
         "--operator",
         "service:op",
         url=migrated_url,
@@ -743,7 +743,7 @@ def test_cli_verify_checkpoint_partitions_and_quarantine(
 @pytest.mark.parametrize("tag", ["system:quarantine", "system:anything"])
 def test_system_domains_are_reserved(audit: AuditTrail, migrated_url: str, tag: str) -> None:
     with pytest.raises(errors.NotAuthorized):
-        audit.append(tag, "quarantine.closed", "service:forger", {"domain_tag": "account:t"})
+        audit.append(tag, "quarantine.closed", "service:forger", {"domain_tag": "orders:t"})
     with pytest.raises(errors.NotAuthorized):
         audit.append_many(tag, [AuditEntry("quarantine.closed", "service:forger", {})])
     assert _count(migrated_url) == 0
@@ -752,8 +752,8 @@ def test_system_domains_are_reserved(audit: AuditTrail, migrated_url: str, tag: 
 def test_partition_export_carries_and_checks_the_checksum(
     audit: AuditTrail, migrated_url: str, tmp_path: Path
 ) -> None:
-    _chain(audit, 6, "account:r1")
-    _chain(audit, 4, "account:r2")
+    _chain(audit, 6, "orders:r1")
+    _chain(audit, 4, "orders:r2")
     partition = datetime.now(UTC).strftime("audit_trail_p%Y%m")
     exported = _cli("export", "--partition", partition, url=migrated_url)
     assert exported.returncode == 0, exported.stderr
@@ -784,7 +784,7 @@ def test_partition_export_carries_and_checks_the_checksum(
         text=True,
         check=False,
     )
-    assert bad.returncode == 1 and "hash mismatch at account:r1 seq 3" in bad.stdout
+    assert bad.returncode == 1 and "hash mismatch at orders:r1 seq 3" in bad.stdout
     refused = _cli("export", "--partition", "audit_trail; DROP TABLE x", url=migrated_url)
     assert refused.returncode == 1 and "not an audit partition name" in refused.stderr
 

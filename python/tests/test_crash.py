@@ -22,7 +22,7 @@ from covenant.migrate import migrate
 
 APPEND = (
     "SELECT seq, entry_id, entry_hash FROM covenant.append_audit_entry("
-    "'account:crash', gen_random_uuid(), 'load', 'service:crash-test', %s::jsonb)"
+    "'orders:crash', gen_random_uuid(), 'load', 'service:crash-test', %s::jsonb)"
 )
 
 
@@ -79,11 +79,11 @@ def test_acknowledged_appends_survive_kill_9(tmp_path: Path) -> None:
                 int(str(seq)): (entry_id, bytes(entry_hash))
                 for seq, entry_id, entry_hash in conn.execute(
                     "SELECT seq, entry_id, entry_hash FROM covenant.audit_trail "
-                    "WHERE domain_tag = 'account:crash'"
+                    "WHERE domain_tag = 'orders:crash'"
                 ).fetchall()
             }
             verdict = conn.execute(
-                "SELECT ok, checked, reason FROM covenant.verify_audit_chain('account:crash', 1)"
+                "SELECT ok, checked, reason FROM covenant.verify_audit_chain('orders:crash', 1)"
             ).fetchone()
         missing = [seq for seq, entry_id, h in acked if stored.get(seq) != (entry_id, h)]
         assert missing == [], f"{len(missing)} acknowledged appends lost"

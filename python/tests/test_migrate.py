@@ -174,15 +174,18 @@ def test_new_migration_is_applied_on_upgrade(empty_url: str, sql_tree: Path) -> 
 def test_grants_survive_a_migration_that_recreates_a_table(empty_url: str, sql_tree: Path) -> None:
     migrate(empty_url, sql_root=sql_tree)
     n = MIGRATION_COUNT + 1
-    (sql_tree / "migrations" / f"{n:04d}_rebuild_error_codes.sql").write_text(
-        "CREATE TABLE covenant.error_codes_new (LIKE covenant.error_codes INCLUDING ALL);\n"
-        "INSERT INTO covenant.error_codes_new SELECT * FROM covenant.error_codes;\n"
-        "DROP TABLE covenant.error_codes;\n"
-        "ALTER TABLE covenant.error_codes_new RENAME TO error_codes;\n"
+    (sql_tree / "migrations" / f"{n:04d}_rebuild_event_types.sql").write_text(
+        "CREATE TABLE covenant.reputation_event_types_new\n"
+        "    (LIKE covenant.reputation_event_types INCLUDING ALL);\n"
+        "INSERT INTO covenant.reputation_event_types_new\n"
+        "    SELECT * FROM covenant.reputation_event_types;\n"
+        "DROP TABLE covenant.reputation_event_types;\n"
+        "ALTER TABLE covenant.reputation_event_types_new RENAME TO reputation_event_types;\n"
     )
     migrate(empty_url, sql_root=sql_tree)
     assert _scalar(
-        empty_url, "SELECT has_table_privilege('covenant_app', 'covenant.error_codes', 'SELECT')"
+        empty_url,
+        "SELECT has_table_privilege('covenant_app', 'covenant.reputation_event_types', 'SELECT')",
     ), "sql/policies was re-applied after the migration"
 
 

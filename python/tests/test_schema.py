@@ -17,7 +17,45 @@ SNAPSHOT = ROOT / "docs" / "schema-snapshot.txt"
 
 # Every foreign key covenant declares: (table, constraint) -> referenced table.
 # A migration that adds, drops or re-points a foreign key updates this map.
-EXPECTED_FOREIGN_KEYS: dict[tuple[str, str], str] = {}
+EXPECTED_FOREIGN_KEYS: dict[tuple[str, str], str] = {
+    ("covenant.accounts", "accounts_kind_fkey"): "covenant.account_kinds",
+    ("covenant.agent_reputation", "agent_reputation_agent_fkey"): "covenant.accounts",
+    ("covenant.agent_reputation", "agent_reputation_state_fkey"): "covenant.reputation_states",
+    (
+        "covenant.agent_task_reputation",
+        "agent_task_reputation_agent_fkey",
+    ): "covenant.agent_reputation",
+    ("covenant.credit_ledger", "credit_ledger_entry_type_fkey"): "covenant.ledger_entry_types",
+    ("covenant.credit_ledger", "credit_ledger_lot_fkey"): "covenant.credit_lots",
+    ("covenant.credit_ledger", "credit_ledger_mutation_fkey"): "covenant.ledger_mutations",
+    ("covenant.credit_ledger", "credit_ledger_reservation_fkey"): "covenant.credit_reservations",
+    ("covenant.credit_lots", "credit_lots_account_fkey"): "covenant.accounts",
+    ("covenant.credit_lots", "credit_lots_mutation_fkey"): "covenant.ledger_mutations",
+    ("covenant.credit_lots", "credit_lots_source_type_fkey"): "covenant.lot_source_types",
+    ("covenant.credit_reservations", "credit_reservations_account_fkey"): "covenant.accounts",
+    (
+        "covenant.credit_reservations",
+        "credit_reservations_mutation_fkey",
+    ): "covenant.ledger_mutations",
+    (
+        "covenant.credit_reservations",
+        "credit_reservations_resolved_by_fkey",
+    ): "covenant.ledger_mutations",
+    ("covenant.invariants", "invariants_error_code_fkey"): "covenant.error_codes",
+    ("covenant.ledger_mutations", "ledger_mutations_account_fkey"): "covenant.accounts",
+    ("covenant.ledger_mutations", "ledger_mutations_operation_fkey"): "covenant.ledger_operations",
+    (
+        "covenant.lot_source_types",
+        "lot_source_types_opening_entry_type_fkey",
+    ): "covenant.ledger_entry_types",
+    ("covenant.mutation_policy", "mutation_policy_operation_fkey"): "covenant.ledger_operations",
+    ("covenant.reservation_lots", "reservation_lots_lot_fkey"): "covenant.credit_lots",
+    (
+        "covenant.reservation_lots",
+        "reservation_lots_reservation_fkey",
+    ): "covenant.credit_reservations",
+    ("covenant.usage_tokens", "usage_tokens_reservation_fkey"): "covenant.credit_reservations",
+}
 
 _FOREIGN_KEYS = """
     SELECT c.conrelid::regclass::text, c.conname, c.confrelid::regclass::text,
@@ -120,11 +158,11 @@ def test_foreign_key_check_catches_a_misdirected_key(
     # Counterexample, rolled back: a rename-and-recreate migration that left a
     # key pointing at the old table.
     conn.execute("SET LOCAL covenant.ddl = 'test'")  # past the DDL guard
-    conn.execute("CREATE TABLE covenant.accounts_old (id integer PRIMARY KEY)")
-    conn.execute("CREATE TABLE covenant.accounts (id integer PRIMARY KEY)")
+    conn.execute("CREATE TABLE covenant.wallets_old (id integer PRIMARY KEY)")
+    conn.execute("CREATE TABLE covenant.wallets (id integer PRIMARY KEY)")
     conn.execute(
         "CREATE TABLE covenant.lots (id integer PRIMARY KEY, "
-        "account_id integer CONSTRAINT lots_account_fk REFERENCES covenant.accounts_old)"
+        "wallet_id integer CONSTRAINT lots_wallet_fk REFERENCES covenant.wallets_old)"
     )
     conn.execute("CREATE TABLE public.outside (id integer PRIMARY KEY)")
     conn.execute(
@@ -133,8 +171,8 @@ def test_foreign_key_check_catches_a_misdirected_key(
     )
     problems = foreign_key_problems(conn)
     assert (
-        "covenant.lots.lots_account_fk: expected to reference None, references "
-        "covenant.accounts_old" in problems
+        "covenant.lots.lots_wallet_fk: expected to reference None, references "
+        "covenant.wallets_old" in problems
     )
     assert any("references outside outside schema covenant" in p for p in problems)
 

@@ -30,7 +30,9 @@ END;
 $$;
 
 -- CV005 for tags under system: (covenant's own chains, e.g. the record of
--- quarantine transitions), which only covenant's functions append to.
+-- quarantine transitions) and account: (the ledger's chains, one per account,
+-- written by the governed functions only), which only covenant's functions
+-- append to.
 CREATE OR REPLACE FUNCTION covenant._check_not_system(p_domain_tag text)
 RETURNS void
 LANGUAGE plpgsql
@@ -43,6 +45,13 @@ BEGIN
             'NOT_AUTHORIZED',
             pg_catalog.format('domain %s is reserved: covenant writes system: domains itself',
                               p_domain_tag)
+        );
+    END IF;
+    IF pg_catalog.starts_with(p_domain_tag, 'account:') THEN
+        PERFORM covenant._raise(
+            'NOT_AUTHORIZED',
+            pg_catalog.format('domain %s is reserved: account: domains are written by the '
+                              || 'ledger''s governed functions only', p_domain_tag)
         );
     END IF;
 END;
@@ -403,6 +412,7 @@ BEGIN
     IF NOT coalesce(
         p_domain_tag ~ '^[a-z0-9][a-z0-9_.:-]{0,127}$'
         AND NOT pg_catalog.starts_with(p_domain_tag, 'system:')
+        AND NOT pg_catalog.starts_with(p_domain_tag, 'account:')
         AND p_entry_id IS NOT NULL
         AND p_event_type ~ '^[a-z0-9][a-z0-9_.:-]{0,127}$'
         AND p_actor_id ~ ('^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'

@@ -31,7 +31,7 @@ SELECT throws_ok(
     'DETACH PARTITION (to edit a partition and re-attach it) is refused'
 );
 SELECT throws_ok(
-    'DROP TABLE covenant.error_codes', 'CV005', NULL, 'DROP TABLE is refused (sql_drop)'
+    'DROP TABLE covenant.audit_trail_retention', 'CV005', NULL, 'DROP TABLE is refused (sql_drop)'
 );
 SELECT throws_ok(
     'DROP FUNCTION covenant._raise(text, text, text, text)', 'CV005', NULL,
