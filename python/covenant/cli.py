@@ -7,10 +7,13 @@ says why); 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import sys
+import uuid
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -22,6 +25,7 @@ from covenant.config import env_example, load_settings
 from covenant.db import Connector
 from covenant.demo import print_installation, run_demo
 from covenant.errors import CovenantError
+from covenant.ledger import Ledger
 from covenant.migrate import MigrationError, describe_target, migrate, status
 from covenant.retention import export_partition, verify_partition_export
 from covenant.schema import snapshot
@@ -180,6 +184,42 @@ def _audit_command(run: Callable[[AuditTrail], int]) -> Callable[[argparse.Names
         return 1
 
     return command
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    def run(audit: AuditTrail) -> int:
+        report = Ledger(audit.db).reconcile(sweep_grace=timedelta(seconds=args.sweep_grace))
+        for check in report.checks:
+            if args.json:
+                print(json.dumps(check.model_dump(mode="json"), sort_keys=True))
+            else:
+                verdict = "ok" if check.ok else f"FAIL {check.failure_code}"
+                detail = json.dumps(check.detail, sort_keys=True)
+                print(f"{check.invariant_id:<5} {verdict:<36} {detail}")
+        return 0 if report.ok else 1
+
+    return _audit_command(run)(args)
+
+
+def _ledger(args: argparse.Namespace) -> int:
+    def run(audit: AuditTrail) -> int:
+        ledger = Ledger(audit.db)
+        if args.ledger_command == "expire":
+            print(f"expired {ledger.expire(limit=args.limit)} reservation(s)")
+        elif args.ledger_command == "balance":
+            b = ledger.balance(uuid.UUID(args.account_id))
+            print(
+                f"available {b.available}  reserved {b.reserved}  consumed {b.consumed}  "
+                f"expired {b.expired}  allocated {b.allocated}  (micro-USD)"
+            )
+        else:
+            for inv in ledger.invariants():
+                how = ", ".join(inv.enforced_by)
+                code = inv.error_code or inv.failure_code or ""
+                print(f"{inv.invariant_id:<5} {inv.name:<30} {how:<28} {code}")
+        return 0
+
+    return _audit_command(run)(args)
 
 
 def _partitions(args: argparse.Namespace) -> int:
@@ -427,6 +467,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_info)
 
     _add_audit_commands(sub)
+
+    p = sub.add_parser(
+        "reconcile", help="check the ledger's reconciliation invariants (exit 1 on any failure)"
+    )
+    p.add_argument("--database-url")
+    p.add_argument(
+        "--sweep-grace",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how overdue a pending reservation may be before I-12 fails (default 300)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per invariant")
+    p.set_defaults(func=_reconcile)
+
+    p = sub.add_parser("ledger", help="the credit ledger")
+    lsub = p.add_subparsers(dest="ledger_command", required=True)
+    expire = lsub.add_parser("expire", help="run the reservation expiry sweep once")
+    expire.add_argument("--limit", type=int, default=1000)
+    expire.add_argument("--database-url")
+    balance = lsub.add_parser("balance", help="an account's balance")
+    balance.add_argument("account_id")
+    balance.add_argument("--database-url")
+    invariants = lsub.add_parser("invariants", help="the invariant catalogue I-1 ... I-14")
+    invariants.add_argument("--database-url")
+    p.set_defaults(func=_ledger)
 
     p = sub.add_parser("demo", help="migrate and run the demo scenario")
     p.add_argument("--database-url")

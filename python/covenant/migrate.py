@@ -459,32 +459,49 @@ def _apply_plan(
 CRON_JOB = "covenant-audit-partitions"
 CRON_SCHEDULE = "17 3 * * *"
 CRON_COMMAND = "SELECT covenant.create_audit_partitions(3)"
+EXPIRY_CRON_JOB = "covenant-expire-reservations"
+EXPIRY_CRON_SCHEDULE = "* * * * *"
+EXPIRY_CRON_COMMAND = "SELECT covenant.expire_reservations()"
+
+# (job, schedule, command, what to run instead without pg_cron)
+CRON_JOBS = (
+    (CRON_JOB, CRON_SCHEDULE, CRON_COMMAND, "`covenant partitions ensure` daily"),
+    (
+        EXPIRY_CRON_JOB,
+        EXPIRY_CRON_SCHEDULE,
+        EXPIRY_CRON_COMMAND,
+        "`covenant ledger expire` every minute",
+    ),
+)
 
 
 def _schedule_partitions(
     conn: psycopg.Connection[tuple[object, ...]], say: Callable[[str], None]
 ) -> bool:
-    """Where pg_cron is installed in this database, keep partitions ahead daily.
+    """Where pg_cron is installed in this database, schedule covenant's jobs.
 
-    Idempotent: pg_cron (1.3+) replaces a job of the same name. Without pg_cron,
-    or without the right to use it, say so and go on: `covenant partitions
-    ensure` from any scheduler does the same.
+    Partitions are kept ahead daily and the reservation expiry sweep runs every
+    minute (the fairness assumption of invariant I-12). Idempotent: pg_cron
+    (1.3+) replaces a job of the same name. Without pg_cron, or without the
+    right to use it, say so and go on: the CLI verbs do the same from any
+    scheduler.
     """
+    instead = " and ".join(job[3] for job in CRON_JOBS)
     row = conn.execute(
         "SELECT pg_catalog.to_regprocedure('cron.schedule(text,text,text)') IS NOT NULL"
     ).fetchone()
     if not (row and row[0]):
-        say("pg_cron is not installed here: schedule `covenant partitions ensure` daily")
+        say(f"pg_cron is not installed here: schedule {instead}")
         return False
     try:
         with conn.transaction():
-            conn.execute(
-                "SELECT cron.schedule(%s, %s, %s)", [CRON_JOB, CRON_SCHEDULE, CRON_COMMAND]
-            )
+            for job, schedule, command, _ in CRON_JOBS:
+                conn.execute("SELECT cron.schedule(%s, %s, %s)", [job, schedule, command])
     except psycopg.errors.InsufficientPrivilege:
-        say("no right to use pg_cron: schedule `covenant partitions ensure` daily")
+        say(f"no right to use pg_cron: schedule {instead}")
         return False
-    say(f"pg_cron job {CRON_JOB} ({CRON_SCHEDULE}): {CRON_COMMAND}")
+    for job, schedule, command, _ in CRON_JOBS:
+        say(f"pg_cron job {job} ({schedule}): {command}")
     return True
 
 

@@ -61,6 +61,9 @@ class MicroUSD(int):
     def __repr__(self) -> str:
         return f"MicroUSD({int(self)})"
 
+    def __str__(self) -> str:
+        return int.__repr__(self)
+
 
 class BasisPoints(int):
     """A share in basis points: 0 ≤ value ≤ 10000 (10000 is the whole)."""
@@ -73,6 +76,9 @@ class BasisPoints(int):
 
     def __repr__(self) -> str:
         return f"BasisPoints({int(self)})"
+
+    def __str__(self) -> str:
+        return int.__repr__(self)
 
 
 def split_by_bps(amount: MicroUSD | int, shares: list[BasisPoints] | list[int]) -> list[MicroUSD]:

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from covenant import errors
+from covenant.cli import main
 from covenant.db import Connector
 from covenant.governance import (
     MutationContext,
@@ -78,6 +79,7 @@ def assert_reconciled(ledger: Ledger) -> None:
 
 def test_money_types_validate() -> None:
     assert MicroUSD(0) == 0 and MicroUSD("1500000") == 1_500_000
+    assert f"{MicroUSD(2**60)}" == str(2**60) and repr(BasisPoints(5)) == "BasisPoints(5)"
     assert MicroUSD.from_usd("1.50") == 1_500_000 and MicroUSD(1_500_000).to_usd() == Decimal("1.5")
     for bad in (-1, 2**63, "1.5", "-3", "", "١٢"):
         with pytest.raises(ValueError):
@@ -389,3 +391,32 @@ def test_scenario_ensemble(ledger: Ledger) -> None:
     assert done.consumed_micro == 1_850_001 and done.released_micro == 1_149_999
     assert ledger.balance(a).available == 3_149_999
     assert_reconciled(ledger)
+
+
+# -- the CLI -------------------------------------------------------------------
+
+
+def test_cli_reconcile_exits_non_zero_on_failure(
+    migrated_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Connector(database_url=migrated_url) as db:
+        ledger = Ledger(db)
+        a = account(ledger, 1_000)
+        r = ledger.reserve(a, 10, timedelta(milliseconds=1), actor_id=SVC)
+        assert main(["reconcile", "--database-url", migrated_url]) == 0
+        time.sleep(0.002)
+        assert main(["reconcile", "--database-url", migrated_url, "--sweep-grace", "0"]) == 1
+        assert "FAIL RESERVATION_SWEEP_OVERDUE" in capsys.readouterr().out
+        assert main(["ledger", "expire", "--database-url", migrated_url]) == 0
+        assert "expired 1 reservation(s)" in capsys.readouterr().out
+        assert ledger.reservation(r).status == "expired"
+        db.execute(
+            "UPDATE covenant.credit_lots SET original_allocation = original_allocation + 1, balance = balance + 1"
+        )
+        assert main(["reconcile", "--database-url", migrated_url, "--json"]) == 1
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert {r["invariant_id"]: r["failure_code"] for r in rows if not r["ok"]} == {
+            "I-4": "PLATFORM_CONSERVATION_DRIFT"
+        }
+        assert main(["ledger", "balance", str(a), "--database-url", migrated_url]) == 0
+        assert "available 1001  reserved 0" in capsys.readouterr().out

@@ -573,9 +573,13 @@ def test_pg_cron_keeps_partitions_ahead_where_it_is_installed(tmp_path: Path) ->
         assert first.cron_job and again.cron_job
         with psycopg.connect(cluster.dsn) as conn:
             jobs = conn.execute(
-                "SELECT schedule, command FROM cron.job WHERE jobname = 'covenant-audit-partitions'"
+                "SELECT jobname, schedule, command FROM cron.job WHERE jobname LIKE 'covenant-%' "
+                "ORDER BY jobname"
             ).fetchall()
-        assert jobs == [("17 3 * * *", "SELECT covenant.create_audit_partitions(3)")]
+        assert jobs == [
+            ("covenant-audit-partitions", "17 3 * * *", "SELECT covenant.create_audit_partitions(3)"),
+            ("covenant-expire-reservations", "* * * * *", "SELECT covenant.expire_reservations()"),
+        ]
     finally:
         embedded.stop_cluster("cron", home=tmp_path, remove=True)
 
