@@ -1,21 +1,27 @@
-"""The demo: migrate a database and show what covenant installed.
+"""The demo: migrate a database, show what covenant installed, and tell a story.
 
-``make demo`` runs it against the embedded cluster. Later sections extend it
-into the full scenario (accounts, reservations, usage reports, reputation,
-the audit chain and a tamper caught).
+``make demo`` runs it against the embedded cluster: a ledger scenario
+(accounts, allocations, reservations finalized partly, one expired, a
+transfer, a revenue distribution, a refused overspend, reconciliation), then
+the audit trail (appends, verification, a superuser tamper caught and the
+quarantine refusing the next append).
 """
 
 from __future__ import annotations
 
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 
 from covenant.audit import AuditEntry, AuditTrail
 from covenant.config import load_settings
 from covenant.db import Connector
-from covenant.errors import AuditQuarantine
+from covenant.errors import AuditQuarantine, BudgetOverspend, ReservationExpired
+from covenant.ledger import Ledger
 from covenant.migrate import connect, describe_target, has_table, migrate, status
+from covenant.money import MicroUSD
 
 
 def print_installation(url: str) -> None:
@@ -81,6 +87,126 @@ def print_installation(url: str) -> None:
 
 def _yn(value: object) -> str:
     return "yes" if value else "no"
+
+
+def _usd(micro: int) -> str:
+    return f"${MicroUSD(micro).to_usd():,.6f}".rstrip("0").rstrip(".")
+
+
+def ledger_story(url: str) -> None:
+    """A realistic ledger scenario through the governed functions, then reconcile()."""
+    billing, router = "service:billing", "service:router"
+    alice = str(uuid.uuid4())  # a person: the JWT subject behind her requests
+    settings = load_settings({"COVENANT_POOL_MAX_SIZE": "4"})
+    with Connector(settings, database_url=url) as db:
+        ledger = Ledger(db)
+        print("\n== the credit ledger")
+        treasury = ledger.create_account(uuid.uuid4(), "treasury", actor_id=billing)
+        platform = ledger.create_account(uuid.uuid4(), "platform", actor_id=billing)
+        user = ledger.create_account(uuid.uuid4(), "user", actor_id=billing)
+        coder = ledger.create_account(uuid.uuid4(), "agent", actor_id=billing)
+        writer = ledger.create_account(uuid.uuid4(), "agent", actor_id=billing)
+        names = {
+            treasury: "treasury",
+            platform: "platform",
+            user: "user",
+            coder: "agent:coder",
+            writer: "agent:writer",
+        }
+        print("  accounts: " + ", ".join(f"{n} {str(a)[:8]}" for a, n in names.items()))
+        ledger.allocate(treasury, MicroUSD.from_usd("1000"), "deposit", actor_id=billing)
+        ledger.allocate(user, MicroUSD.from_usd("25"), "deposit", actor_id=billing)
+        ledger.allocate(
+            user,
+            MicroUSD.from_usd("5"),
+            "grant",
+            actor_id=billing,
+            expires_at=datetime.now(UTC) + timedelta(days=30),
+        )
+        print(
+            "  the treasury is funded with $1,000; the user deposits $25 and is granted $5 "
+            "(expiring in 30 days, so it is spent first)"
+        )
+
+        job = ledger.reserve(user, MicroUSD.from_usd("8"), timedelta(minutes=10), actor_id=alice)
+        print(
+            f"  reserve $8 for a job: reservation {str(job)[:8]} (draws the $5 grant, then $3 of "
+            "the deposit)"
+        )
+        done = ledger.finalize(job, MicroUSD.from_usd("6.25"), actor_id="service:runner")
+        print(
+            f"  the job used {_usd(done.consumed_micro)}: finalized, "
+            f"{_usd(done.released_micro)} back to the balance"
+        )
+
+        over = ledger.reserve(user, MicroUSD.from_usd("2"), timedelta(minutes=10), actor_id=alice)
+        try:
+            ledger.finalize(over, MicroUSD.from_usd("2.50"), actor_id="service:runner")
+        except BudgetOverspend as exc:
+            print(
+                f"  a job reporting $2.50 against a $2 reservation is refused: {exc.code} "
+                f"{exc.name}"
+            )
+        ledger.finalize(over, MicroUSD.from_usd("2"), actor_id="service:runner")
+
+        stale = ledger.reserve(
+            user, MicroUSD.from_usd("1"), timedelta(milliseconds=5), actor_id=alice
+        )
+        time.sleep(0.01)
+        try:
+            ledger.finalize(stale, 1, actor_id="service:runner")
+        except ReservationExpired as exc:
+            print(
+                f"  a reservation whose job never reported, after its TTL: finalize refused "
+                f"({exc.code} {exc.name})"
+            )
+        print(
+            f"  the expiry sweep: {ledger.expire()} reservation(s) expired, "
+            f"{ledger.reservation(stale).status}"
+        )
+
+        ledger.transfer(user, platform, MicroUSD.from_usd("6.25"), actor_id=billing)
+        print("  the user pays the platform $6.25 for the job (a transfer)")
+        parts = ledger.distribute(
+            platform,
+            MicroUSD.from_usd("6.25"),
+            {coder: 6_000, writer: 3_333, treasury: 667},
+            actor_id="service:settlement",
+        )
+        print(
+            "  the platform distributes it, 60% / 33.33% / 6.67%: "
+            + ", ".join(f"{names[p.account_id]} {_usd(p.amount_micro)}" for p in parts)
+            + f" (sum {_usd(sum(p.amount_micro for p in parts))})"
+        )
+
+        outcome = ledger.record_reputation_event(
+            coder, "quality_signal", 9_000, actor_id=router, task_type="code"
+        )
+        print(
+            f"  a quality signal for agent:coder: score {outcome.score_bps} bps, "
+            f"state {outcome.state}"
+        )
+
+        print("  balances:")
+        for a, n in names.items():
+            b = ledger.balance(a)
+            print(
+                f"    {n:<13} available {_usd(b.available):>12}  reserved {_usd(b.reserved):>6}"
+                f"  consumed {_usd(b.consumed):>8}"
+            )
+        report = ledger.reconcile()
+        print(
+            "  reconcile(): "
+            + ", ".join(
+                f"{c.invariant_id} {'ok' if c.ok else c.failure_code}" for c in report.checks
+            )
+        )
+        v = db.fetch_one("SELECT * FROM covenant.verify_audit_chain(%s)", [f"account:{user}"])
+        assert v is not None
+        print(
+            f"  the user's audit chain account:{str(user)[:8]}…: {v['checked']} entries, "
+            f"ok={v['ok']} (one per mutation)"
+        )
 
 
 def audit_story(url: str) -> None:
@@ -151,4 +277,5 @@ def run_demo(url: str) -> None:
     print(f"  a second run changes nothing: {not second.changed_anything}")
     print()
     print_installation(url)
+    ledger_story(url)
     audit_story(url)
