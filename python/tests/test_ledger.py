@@ -420,3 +420,31 @@ def test_cli_reconcile_exits_non_zero_on_failure(
         }
         assert main(["ledger", "balance", str(a), "--database-url", migrated_url]) == 0
         assert "available 1001  reserved 0" in capsys.readouterr().out
+
+
+def test_no_credits_flow_into_a_quarantined_account(ledger: Ledger, connector: Connector) -> None:
+    payer, frozen = account(ledger, 1_000), account(ledger)
+    for _ in range(3):
+        connector.execute(
+            "SELECT * FROM covenant.record_audit_verification_failure(%s, 'service:verifier', 'test')",
+            [f"account:{frozen}"],
+        )
+    before = (footprint(connector, payer), footprint(connector, frozen))
+    with pytest.raises(errors.AuditQuarantine):
+        ledger.transfer(payer, frozen, 10, actor_id=SVC)
+    with pytest.raises(errors.AuditQuarantine):
+        ledger.distribute(payer, 10, {payer: 5_000, frozen: 5_000}, actor_id=SVC)
+    assert (footprint(connector, payer), footprint(connector, frozen)) == before
+
+
+def test_replays_do_not_depend_on_session_settings(ledger: Ledger, module_db_url: str) -> None:
+    a = account(ledger, 1_000)
+    mid = uuid.uuid4()
+    with psycopg.connect(module_db_url, autocommit=True) as c:
+        c.execute("SET TimeZone = 'Pacific/Auckland'")
+        c.execute("SET IntervalStyle = 'iso_8601'")
+        first = c.execute(
+            "SELECT covenant.reserve_credits(%s, 10, '90 minutes', %s, %s)", [a, SVC, mid]
+        ).fetchone()
+    again = ledger.reserve(a, 10, timedelta(minutes=90), actor_id=SVC, mutation_id=mid)
+    assert first is not None and first[0] == again

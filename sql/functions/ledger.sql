@@ -1,7 +1,10 @@
 -- The governed functions of the credit ledger (SPEC §4, docs/ledger.md).
 -- SECURITY DEFINER, EXECUTE for covenant_app (sql/policies/ledger.sql); each
 -- follows the order described in ledger_common.sql. Money in audit payloads
--- is a decimal string, so values above 2^53 survive any JSON reader.
+-- is a decimal string, so values above 2^53 survive any JSON reader. The
+-- functions whose stored request holds a time or an interval pin TimeZone and
+-- IntervalStyle, so that the same call from a differently configured session
+-- is the same request (a replay, not IDEMPOTENCY_CONFLICT).
 
 CREATE OR REPLACE FUNCTION covenant.create_account(
     p_account_id uuid, p_kind text, p_actor_id text, p_mutation_id uuid
@@ -102,6 +105,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+SET intervalstyle = 'postgres'
 AS $$
 DECLARE
     v_request jsonb;
@@ -156,6 +161,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+SET intervalstyle = 'postgres'
 AS $$
 DECLARE
     v_request jsonb;
@@ -493,6 +500,7 @@ BEGIN
     IF NOT EXISTS (SELECT FROM covenant.accounts AS a WHERE a.account_id = p_to_account) THEN
         PERFORM covenant._raise('ACCOUNT_UNKNOWN', pg_catalog.format('no account %s', p_to_account));
     END IF;
+    PERFORM covenant._check_recipients_open(ARRAY[p_to_account]);
     PERFORM covenant._mutation_record(p_mutation_id, p_from_account, 'transfer_credits', p_actor_id,
                                       v_request, '{}');
     v_detail := covenant._move_credits(
@@ -612,6 +620,7 @@ BEGIN
     IF FOUND THEN
         PERFORM covenant._raise('ACCOUNT_UNKNOWN', pg_catalog.format('no account %s', v_missing));
     END IF;
+    PERFORM covenant._check_recipients_open(v_accounts);
     v_parts := covenant.split_by_bps(p_amount_micro, v_bps);
     PERFORM covenant._mutation_record(p_mutation_id, p_from_account, 'distribute_revenue', p_actor_id,
                                       v_request, '{}');

@@ -197,6 +197,34 @@ BEGIN
 END;
 $$;
 
+-- AUDIT_QUARANTINE when a receiving account's audit domain is quarantined:
+-- credits do not flow into an account whose record is under investigation
+-- (its chain is the one an auditor reads for it), even though the entry goes
+-- on the payer's chain.
+CREATE OR REPLACE FUNCTION covenant._check_recipients_open(p_accounts uuid[])
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_domain text;
+BEGIN
+    SELECT q.domain_tag INTO v_domain FROM covenant.audit_quarantine AS q
+    WHERE q.domain_tag = ANY(
+        SELECT 'account:' || a::text FROM unnest(p_accounts) AS a
+    ) AND q.state <> 'closed'
+    LIMIT 1;
+    IF FOUND THEN
+        PERFORM covenant._raise(
+            'AUDIT_QUARANTINE',
+            pg_catalog.format('receiving domain %s is quarantined', v_domain),
+            NULL, 'see docs/runbook.md: quarantine recovery'
+        );
+    END IF;
+END;
+$$;
+
 -- The account's unexpired lots with a balance, drawn in order (earliest
 -- expiry first, then never-expiring; ties by creation, then id) until
 -- p_amount is covered. INSUFFICIENT_BALANCE when they hold less. Called

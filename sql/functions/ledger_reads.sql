@@ -1,5 +1,7 @@
 -- Reads of the ledger: balances and reconciliation (docs/ledger.md,
--- docs/invariants.md). SECURITY INVOKER: the caller's SELECT privileges apply.
+-- docs/invariants.md). The two public reads are SECURITY DEFINER (they read
+-- only, and raise through the private covenant._raise); their helper is not
+-- granted to anyone.
 
 -- An account's credits: available (balance of unexpired lots), reserved,
 -- consumed (spent or moved out), allocated (everything that ever entered),
@@ -11,6 +13,7 @@ CREATE OR REPLACE FUNCTION covenant.account_balance(p_account_id uuid)
 RETURNS TABLE (available numeric, reserved numeric, consumed numeric, allocated numeric, expired numeric)
 LANGUAGE plpgsql
 STABLE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -180,6 +183,7 @@ CREATE OR REPLACE FUNCTION covenant.reconcile(p_sweep_grace interval DEFAULT '5 
 RETURNS TABLE (invariant_id text, ok boolean, failure_code text, detail jsonb)
 LANGUAGE sql
 STABLE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT c.invariant_id, c.ok, CASE WHEN c.ok THEN NULL ELSE i.failure_code END, c.detail
