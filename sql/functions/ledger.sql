@@ -173,11 +173,18 @@ DECLARE
     v_reservation_id uuid;
     v_expires_at timestamptz;
 BEGIN
-    PERFORM covenant._ledger_check_call(p_actor_id, p_mutation_id);
-    PERFORM covenant._ledger_require('p_account_id', p_account_id);
-    PERFORM covenant._ledger_check_amount('p_amount_micro', p_amount_micro);
-    IF p_ttl IS NULL OR NOT pg_catalog.isfinite(p_ttl) OR p_ttl <= INTERVAL '0'
-       OR p_ttl > INTERVAL '30 days' THEN
+    -- the common case in one expression; the checkers run only to say what
+    -- is wrong
+    IF NOT coalesce(
+        p_actor_id ~ ('^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
+                      || '|service:[a-z0-9][a-z0-9_.-]{0,63})$')
+        AND p_mutation_id IS NOT NULL AND p_account_id IS NOT NULL AND p_amount_micro > 0
+        AND pg_catalog.isfinite(p_ttl) AND p_ttl > INTERVAL '0' AND p_ttl <= INTERVAL '30 days',
+        FALSE
+    ) THEN
+        PERFORM covenant._ledger_check_call(p_actor_id, p_mutation_id);
+        PERFORM covenant._ledger_require('p_account_id', p_account_id);
+        PERFORM covenant._ledger_check_amount('p_amount_micro', p_amount_micro);
         PERFORM covenant._raise('INVALID_ARGUMENT',
                                 pg_catalog.format('p_ttl must be positive and at most 30 days, not %s',
                                                   coalesce(p_ttl::text, 'NULL')));
@@ -336,9 +343,16 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM covenant._ledger_check_call(p_actor_id, p_mutation_id);
-    PERFORM covenant._ledger_require('p_reservation_id', p_reservation_id);
-    PERFORM covenant._ledger_check_amount('p_actual_micro', p_actual_micro, TRUE);
+    IF NOT coalesce(
+        p_actor_id ~ ('^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'
+                      || '|service:[a-z0-9][a-z0-9_.-]{0,63})$')
+        AND p_mutation_id IS NOT NULL AND p_reservation_id IS NOT NULL AND p_actual_micro >= 0,
+        FALSE
+    ) THEN
+        PERFORM covenant._ledger_check_call(p_actor_id, p_mutation_id);
+        PERFORM covenant._ledger_require('p_reservation_id', p_reservation_id);
+        PERFORM covenant._ledger_check_amount('p_actual_micro', p_actual_micro, TRUE);
+    END IF;
     PERFORM covenant._authorize('finalize_reservation', p_actor_id);
     PERFORM covenant._settle_reservation(
         'finalize_reservation', covenant._reservation_account(p_reservation_id), p_reservation_id,
