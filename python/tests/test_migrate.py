@@ -577,7 +577,11 @@ def test_pg_cron_keeps_partitions_ahead_where_it_is_installed(tmp_path: Path) ->
                 "ORDER BY jobname"
             ).fetchall()
         assert jobs == [
-            ("covenant-audit-partitions", "17 3 * * *", "SELECT covenant.create_audit_partitions(3)"),
+            (
+                "covenant-audit-partitions",
+                "17 3 * * *",
+                "SELECT covenant.create_audit_partitions(3)",
+            ),
             ("covenant-expire-reservations", "* * * * *", "SELECT covenant.expire_reservations()"),
         ]
     finally:
