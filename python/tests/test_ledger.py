@@ -448,3 +448,20 @@ def test_replays_do_not_depend_on_session_settings(ledger: Ledger, module_db_url
         ).fetchone()
     again = ledger.reserve(a, 10, timedelta(minutes=90), actor_id=SVC, mutation_id=mid)
     assert first is not None and first[0] == again
+
+
+def test_nobody_can_stall_the_sweep_by_claiming_ids(ledger: Ledger, connector: Connector) -> None:
+    """Regression: the sweep's mutation ids were derived from the reservation, so a client
+    could take one first (as a mutation or an audit entry) and make every sweep fail."""
+    a = account(ledger, 1_000)
+    r = ledger.reserve(a, 10, timedelta(milliseconds=1), actor_id=PERSON)
+    derived = connector.fetch_one("SELECT md5('covenant.expire:' || %s::text)::uuid AS id", [r])
+    assert derived is not None
+    connector.execute(
+        "SELECT covenant.append_audit_entry('orders:x', %s, 'note', 'service:jobs', '{}')",
+        [derived["id"]],
+    )
+    ledger.reserve(a, 1, HOUR, actor_id=PERSON, mutation_id=uuid.uuid4())
+    time.sleep(0.002)
+    assert ledger.expire() >= 1
+    assert ledger.reservation(r).status == "expired"

@@ -43,6 +43,7 @@ from test_ledger_properties import (
 )
 
 JOIN_TIMEOUT = 60.0
+RING_STEPS = 50
 RESOLVING = (
     "finalize_reservation",
     "release_reservation",
@@ -213,7 +214,7 @@ def test_opposite_transfers_between_two_accounts(migrated_url: str) -> None:
         def run() -> None:
             rng = seeded(seed)
             with connect(migrated_url) as conn:
-                for k in range(40):
+                for k in range(80):
                     src, dst = (a, b) if (seed + k) % 2 == 0 else (b, a)
                     amount = rng.choice([rng.randint(1, 10**6), rng.randint(1, 10**12), 2**53 + 1])
                     _, code = governed(
@@ -258,7 +259,7 @@ def test_transfers_and_distributions_around_a_ring(migrated_url: str) -> None:
             step = 1 if seed % 2 == 0 else -1
             k = seed % len(ring)
             with connect(migrated_url) as conn:
-                for _ in range(30):
+                for _ in range(RING_STEPS):
                     src, dst = ring[k], ring[(k + step) % len(ring)]
                     amount = rng.randint(1, 10**12)
                     if rng.random() < 0.25:
@@ -303,7 +304,7 @@ def test_transfers_and_distributions_around_a_ring(migrated_url: str) -> None:
 
     run_threads([worker(i) for i in range(8)])
 
-    assert sum(ops.values()) == 8 * 30
+    assert sum(ops.values()) == 8 * RING_STEPS
     with connect(migrated_url) as conn:
         balances = held(conn, ring)
         assert sum(av + res for av, res, _ in balances.values()) == total

@@ -46,6 +46,7 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 BIGINT_MAX = 2**63 - 1
 BILLING = "service:billing"
 SETTLEMENT = "service:settlement"
+NOT_A_SERVICE = "00000000-0000-4000-8000-000000000001"  # a person: may not allocate
 
 CREATE_ACCOUNT = (
     "SELECT covenant.create_account(p_account_id => %(a)s, p_kind => %(kind)s, "
@@ -273,8 +274,10 @@ class LedgerMachine(RuleBasedStateMachine):
         """Mostly a positive amount within `available`; sometimes (or when nothing is left) more."""
         over = available < BIGINT_MAX and (available == 0 or data.draw(st.integers(0, 4)) == 0)
         if over:
-            return data.draw(st.integers(available + 1, min(BIGINT_MAX, available + 2**55)))
-        return data.draw(st.integers(1, max(1, min(available, BIGINT_MAX))))
+            top = min(BIGINT_MAX, available + 2**55)
+            return data.draw(st.just(available + 1) | st.integers(available + 1, top))
+        cap = max(1, min(available, BIGINT_MAX))
+        return data.draw(st.integers(1, cap) | st.just(cap))
 
     @staticmethod
     def actor(data: st.DataObject) -> str:
@@ -323,7 +326,7 @@ class LedgerMachine(RuleBasedStateMachine):
         expires = data.draw(
             st.none() | st.integers(1, 3650).map(lambda d: datetime.now(UTC) + timedelta(days=d))
         )
-        actor = data.draw(st.sampled_from([BILLING, BILLING, BILLING, str(uuid.uuid4())]))
+        actor = data.draw(st.sampled_from([BILLING, BILLING, BILLING, NOT_A_SERVICE]))
         params = {
             "a": account,
             "amount": amount,
@@ -342,7 +345,19 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data(), short=st.integers(0, 3).map(lambda n: n == 0))
     def reserve(self, data: st.DataObject, short: bool) -> None:
         account = data.draw(st.sampled_from(self.accounts))
-        amount = self.pick_amount(data, self.available[account])
+        self.reserve_one(data, account, self.pick_amount(data, self.available[account]), short)
+
+    @rule(data=st.data(), n=st.integers(2, 3))
+    def reserve_expired_burst(self, data: st.DataObject, n: int) -> None:
+        """Several already-overdue reservations, so that a limited sweep has to choose."""
+        account = data.draw(st.sampled_from(self.accounts))
+        for _ in range(n):
+            amount = data.draw(st.integers(1, 10**6))
+            self.reserve_one(data, account, amount, short=True)
+
+    def reserve_one(
+        self, data: st.DataObject, account: uuid.UUID, amount: int, short: bool
+    ) -> None:
         params = {
             "a": account,
             "amount": amount,
@@ -383,9 +398,10 @@ class LedgerMachine(RuleBasedStateMachine):
         rid, res = self.pick_reservation(data)
         reserved = res.amount if res else 10**6
         if data.draw(st.integers(0, 3)) == 0:
-            actual = data.draw(st.integers(reserved + 1, min(BIGINT_MAX, reserved + 2**40)))
+            top = min(BIGINT_MAX, reserved + 2**40)
+            actual = data.draw(st.just(reserved + 1) | st.integers(reserved + 1, top))
         else:
-            actual = data.draw(st.integers(0, reserved))
+            actual = data.draw(st.integers(0, reserved) | st.sampled_from([0, reserved]))
         params = {"r": rid, "actual": actual, "actor": self.actor(data), "m": uuid.uuid4()}
         expected = self.settle_error(res)
         if expected is None and actual > reserved:
@@ -542,7 +558,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 LedgerMachine.TestCase.settings = settings(
-    max_examples=40,
+    max_examples=30,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],

@@ -414,8 +414,10 @@ $$;
 
 -- The expiry sweep: every pending reservation whose TTL passed by p_now
 -- (oldest first, at most p_limit) goes back to its lots' balance, each with
--- its own mutation (id derived from the reservation, so a re-run cannot
--- apply it twice) and audit entry, by actor service:covenant.expiry.
+-- its own mutation and audit entry, by actor service:covenant.expiry. The
+-- mutation id is random: a re-run cannot apply an expiry twice because the
+-- reservation's status is re-read under its account's lock, and an id no
+-- client can predict cannot be claimed first to stall the sweep.
 -- Accounts are locked in account_id order (no deadlock between sweeps); a
 -- quarantined account's reservations are skipped (they stay pending and
 -- reconcile() reports them, I-12). Returns how many it expired.
@@ -462,7 +464,7 @@ BEGIN
         IF v_res.status <> 'pending' THEN
             CONTINUE;  -- resolved meanwhile
         END IF;
-        v_mutation_id := pg_catalog.md5('covenant.expire:' || v_res.reservation_id::text)::uuid;
+        v_mutation_id := pg_catalog.gen_random_uuid();
         PERFORM covenant._mutation_record(
             v_mutation_id, v_res.account_id, 'expire_reservation', c_actor,
             pg_catalog.jsonb_build_object('reservation_id', v_res.reservation_id, 'actor_id', c_actor), '{}'
