@@ -807,11 +807,12 @@ SELECT is(
     'the expiry sweep expires the one overdue reservation'
 );
 SELECT results_eq(
-    $$SELECT status, consumed_micro::bigint, released_micro::bigint, resolved_by
-      FROM covenant.credit_reservations WHERE mutation_id = '18000000-0000-4000-9000-000000000104'$$,
-    $$VALUES ('expired', 0::bigint, 1000::bigint,
-              md5('covenant.expire:' || pg_temp.res('18000000-0000-4000-9000-000000000104')::text)::uuid)$$,
-    'the swept reservation is expired in full, by the sweep''s derived mutation id'
+    $$SELECT r.status, r.consumed_micro::bigint, r.released_micro::bigint, m.operation, m.actor_id
+      FROM covenant.credit_reservations AS r
+      INNER JOIN covenant.ledger_mutations AS m ON r.resolved_by = m.mutation_id
+      WHERE r.mutation_id = '18000000-0000-4000-9000-000000000104'$$,
+    $$VALUES ('expired', 0::bigint, 1000::bigint, 'expire_reservation', 'service:covenant.expiry')$$,
+    'the swept reservation is expired in full, by the sweep''s own mutation'
 );
 SELECT is(
     covenant.expire_reservations(),
