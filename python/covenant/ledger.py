@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, LiteralString
 
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -266,17 +266,13 @@ class Ledger:
         conn: Conn | None = None,
     ) -> Reservation:
         """Consume ``actual`` (≤ reserved), return the rest; the resolved reservation."""
-
-        def work(c: Conn) -> Reservation:
-            c.execute(
-                "SELECT covenant.finalize_reservation(p_reservation_id => %s, "
-                "p_actual_micro => %s, p_actor_id => %s, p_mutation_id => %s)",
-                [reservation_id, int(MicroUSD(actual)), actor_id, mid],
-            )
-            return self._reservation(c, reservation_id)
-
-        mid = _mid(mutation_id)
-        return self.db.run(work, conn=conn)
+        return self._settle(
+            "SELECT covenant.finalize_reservation(p_reservation_id => %s, "
+            "p_actual_micro => %s, p_actor_id => %s, p_mutation_id => %s)",
+            [reservation_id, int(MicroUSD(actual)), actor_id, _mid(mutation_id)],
+            reservation_id,
+            conn,
+        )
 
     def release(
         self,
@@ -286,16 +282,13 @@ class Ledger:
         mutation_id: uuid.UUID | None = None,
         conn: Conn | None = None,
     ) -> Reservation:
-        def work(c: Conn) -> Reservation:
-            c.execute(
-                "SELECT covenant.release_reservation(p_reservation_id => %s, p_actor_id => %s, "
-                "p_mutation_id => %s)",
-                [reservation_id, actor_id, mid],
-            )
-            return self._reservation(c, reservation_id)
-
-        mid = _mid(mutation_id)
-        return self.db.run(work, conn=conn)
+        return self._settle(
+            "SELECT covenant.release_reservation(p_reservation_id => %s, p_actor_id => %s, "
+            "p_mutation_id => %s)",
+            [reservation_id, actor_id, _mid(mutation_id)],
+            reservation_id,
+            conn,
+        )
 
     def finalize_usage_report(
         self,
@@ -307,12 +300,23 @@ class Ledger:
         conn: Conn | None = None,
     ) -> Reservation:
         """Finalize from a verified usage report; its ``jti`` is redeemed once (USAGE_REPLAY)."""
+        return self._settle(
+            "SELECT covenant.finalize_usage_report(%s, %s, %s, %s)",
+            [jti, reservation_id, int(MicroUSD(actual)), actor_id],
+            reservation_id,
+            conn,
+        )
+
+    def _settle(
+        self, query: LiteralString, params: list[Any], reservation_id: uuid.UUID, conn: Conn | None
+    ) -> Reservation:
+        """Resolve a reservation and read it back in the same transaction.
+
+        The params (the mutation id among them) are fixed before the first
+        attempt, so a retry is a replay."""
 
         def work(c: Conn) -> Reservation:
-            c.execute(
-                "SELECT covenant.finalize_usage_report(%s, %s, %s, %s)",
-                [jti, reservation_id, int(MicroUSD(actual)), actor_id],
-            )
+            c.execute(query, params)
             return self._reservation(c, reservation_id)
 
         return self.db.run(work, conn=conn)

@@ -27,6 +27,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from covenant import embedded
 from covenant.config import load_settings
+from covenant.db import Connector
+from covenant.ledger import Ledger
 from covenant.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,3 +170,15 @@ def sql_tree(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "migrations", tmp_path / "migrations")
     shutil.copytree(ROOT / "sql", tmp_path / "sql", ignore=shutil.ignore_patterns("tests"))
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def connector(module_db_url: str) -> Iterator[Connector]:
+    """A covenant connector (pool) on the module's migrated database."""
+    with Connector(database_url=module_db_url) as db:
+        yield db
+
+
+@pytest.fixture(scope="module")
+def ledger(connector: Connector) -> Ledger:
+    return Ledger(connector)

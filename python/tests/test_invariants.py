@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from ledger_support import footprint
 from psycopg.rows import dict_row
 
 from covenant import errors
@@ -28,17 +29,6 @@ from covenant.ledger import Ledger
 ROOT = Path(__file__).resolve().parents[2]
 SVC = "service:billing"
 HOUR = timedelta(hours=1)
-
-
-@pytest.fixture(scope="module")
-def connector(module_db_url: str) -> Iterator[Connector]:
-    with Connector(database_url=module_db_url) as db:
-        yield db
-
-
-@pytest.fixture(scope="module")
-def ledger(connector: Connector) -> Ledger:
-    return Ledger(connector)
 
 
 @pytest.fixture
@@ -62,22 +52,6 @@ def check(ledger: Ledger, invariant_id: str, conn: Conn) -> Any:
 
 def constraint_of(exc: pytest.ExceptionInfo[psycopg.Error]) -> str | None:
     return exc.value.diag.constraint_name
-
-
-def footprint(db: Connector, account: uuid.UUID) -> dict[str, Any]:
-    """What one account has written, read in a transaction of its own."""
-    row = db.fetch_one(
-        "SELECT (SELECT count(*) FROM covenant.credit_ledger WHERE account_id = %(a)s) AS lines, "
-        "(SELECT count(*) FROM covenant.ledger_mutations WHERE account_id = %(a)s) AS mutations, "
-        "(SELECT count(*) FROM covenant.audit_trail_chain_links "
-        " WHERE domain_tag = 'account:' || %(a)s) AS entries, "
-        "(SELECT count(*) FROM covenant.credit_reservations WHERE account_id = %(a)s) AS reservations, "
-        "(SELECT array_agg(ARRAY[balance, reserved, consumed] ORDER BY lot_id) "
-        " FROM covenant.credit_lots WHERE account_id = %(a)s) AS lots",
-        {"a": account},
-    )
-    assert row is not None
-    return row
 
 
 # -- the catalogue itself ------------------------------------------------------

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 import pytest
+from ledger_support import footprint
 
 from covenant import errors
 from covenant.cli import main
@@ -36,37 +36,11 @@ HOUR = timedelta(hours=1)
 PERSON = "6f1e0c1e-8d0b-4a57-9b43-2a6f1f0e9c11"
 
 
-@pytest.fixture(scope="module")
-def connector(module_db_url: str) -> Iterator[Connector]:
-    with Connector(database_url=module_db_url) as db:
-        yield db
-
-
-@pytest.fixture(scope="module")
-def ledger(connector: Connector) -> Ledger:
-    return Ledger(connector)
-
-
 def account(ledger: Ledger, funds: int = 0, kind: str = "user") -> uuid.UUID:
     a = ledger.create_account(uuid.uuid4(), kind, actor_id=SVC)
     if funds:
         ledger.allocate(a, funds, "deposit", actor_id=SVC)
     return a
-
-
-def footprint(db: Connector, a: uuid.UUID) -> dict[str, Any]:
-    row = db.fetch_one(
-        "SELECT (SELECT count(*) FROM covenant.credit_ledger WHERE account_id = %(a)s) AS lines, "
-        "(SELECT count(*) FROM covenant.ledger_mutations WHERE account_id = %(a)s) AS mutations, "
-        "(SELECT count(*) FROM covenant.audit_trail_chain_links "
-        " WHERE domain_tag = 'account:' || %(a)s) AS entries, "
-        "(SELECT count(*) FROM covenant.credit_reservations WHERE account_id = %(a)s) AS reservations, "
-        "(SELECT array_agg(ARRAY[balance, reserved, consumed] ORDER BY lot_id) "
-        " FROM covenant.credit_lots WHERE account_id = %(a)s) AS lots",
-        {"a": a},
-    )
-    assert row is not None
-    return row
 
 
 def assert_reconciled(ledger: Ledger) -> None:

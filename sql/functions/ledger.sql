@@ -234,12 +234,7 @@ BEGIN
         pg_catalog.jsonb_build_object(
             'reservation_id', v_reservation_id, 'amount_micro', p_amount_micro::text,
             'expires_at', v_expires_at,
-            'lots', (
-                SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                    'lot_id', u.lot_id, 'amount_micro', u.amount::text
-                ) ORDER BY u.n)
-                FROM unnest(v_draw.lot_ids, v_draw.amounts) WITH ORDINALITY AS u (lot_id, amount, n)
-            )
+            'lots', covenant._draw_json(v_draw.lot_ids, v_draw.amounts)
         )
     );
     RETURN v_reservation_id;
@@ -516,7 +511,6 @@ BEGIN
     IF NOT EXISTS (SELECT FROM covenant.accounts AS a WHERE a.account_id = p_to_account) THEN
         PERFORM covenant._raise('ACCOUNT_UNKNOWN', pg_catalog.format('no account %s', p_to_account));
     END IF;
-    PERFORM covenant._check_recipients_open(ARRAY[p_to_account]);
     PERFORM covenant._mutation_record(p_mutation_id, p_from_account, 'transfer_credits', p_actor_id,
                                       v_request, '{}');
     v_detail := covenant._move_credits(
@@ -636,7 +630,6 @@ BEGIN
     IF FOUND THEN
         PERFORM covenant._raise('ACCOUNT_UNKNOWN', pg_catalog.format('no account %s', v_missing));
     END IF;
-    PERFORM covenant._check_recipients_open(v_accounts);
     v_parts := covenant.split_by_bps(p_amount_micro, v_bps);
     PERFORM covenant._mutation_record(p_mutation_id, p_from_account, 'distribute_revenue', p_actor_id,
                                       v_request, '{}');

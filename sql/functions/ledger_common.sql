@@ -270,6 +270,20 @@ BEGIN
 END;
 $$;
 
+-- The lots drawn, as the audit payload shows them: [{"lot_id", "amount_micro"}]
+-- in draw order, amounts as decimal strings.
+CREATE OR REPLACE FUNCTION covenant._draw_json(p_lot_ids uuid[], p_amounts bigint[])
+RETURNS jsonb
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+        'lot_id', u.lot_id, 'amount_micro', u.amount::text
+    ) ORDER BY u.n)
+    FROM unnest(p_lot_ids, p_amounts) WITH ORDINALITY AS u (lot_id, amount, n)
+$$;
+
 -- Resolve a pending reservation: p_actual is consumed from its lots in draw
 -- order, the rest goes back to their balance (journal lines 'finalize' and
 -- p_return_type). Called under the account lock, after every check.
@@ -348,8 +362,9 @@ $$;
 -- (journal p_in_type, lot source p_source_type). Each new lot keeps the
 -- expiry of the lot its credits came from: the drawn lots, in draw order,
 -- are laid end to end against the parts in order, and every overlap becomes
--- a lot. Credits never outlive the lot they came from. Called under p_from's
--- lock with sum(p_parts) = p_amount.
+-- a lot. Credits never outlive the lot they came from, and never flow into
+-- a quarantined account (AUDIT_QUARANTINE). Called under p_from's lock with
+-- sum(p_parts) = p_amount.
 CREATE OR REPLACE FUNCTION covenant._move_credits(
     p_from uuid, p_amount bigint, p_recipients uuid[], p_parts bigint[],
     p_mutation_id uuid, p_out_type text, p_in_type text, p_source_type text
@@ -366,6 +381,7 @@ DECLARE
     v_amounts bigint[];
     v_expiries timestamptz[];
 BEGIN
+    PERFORM covenant._check_recipients_open(p_recipients);
     SELECT d.* INTO v_draw FROM covenant._draw_lots(p_from, p_amount) AS d;
 
     UPDATE covenant.credit_lots AS l
@@ -419,12 +435,7 @@ BEGIN
     FROM unnest(v_accounts, v_new_lots, v_amounts) WITH ORDINALITY AS u (account_id, lot_id, amount, n);
 
     RETURN pg_catalog.jsonb_build_object(
-        'from_lots', (
-            SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                'lot_id', u.lot_id, 'amount_micro', u.amount::text
-            ) ORDER BY u.n)
-            FROM unnest(v_draw.lot_ids, v_draw.amounts) WITH ORDINALITY AS u (lot_id, amount, n)
-        ),
+        'from_lots', covenant._draw_json(v_draw.lot_ids, v_draw.amounts),
         'to_lots', (
             SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
                 'account_id', u.account_id, 'lot_id', u.lot_id, 'amount_micro', u.amount::text,
