@@ -11,17 +11,25 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from covenant.audit import AuditEntry, AuditTrail
+from covenant.catalogue import ReputationState
 from covenant.config import load_settings
+from covenant.contracts import load_contract, resolve_surface
 from covenant.db import Connector
-from covenant.errors import AuditQuarantine, BudgetOverspend, ReservationExpired
-from covenant.ledger import Ledger
+from covenant.errors import AuditQuarantine
+from covenant.ledger import Ledger, ReputationOutcome
 from covenant.migrate import connect, describe_target, has_table, migrate, status
 from covenant.money import MicroUSD
+from covenant.reputation import ReputationListener, ReputationResolver
+from covenant.reputation_events import ReputationEventRouter, parse_event
+from covenant.requests import GovernedRequest, RequestFlow, RequestIntent, SurfaceDenied
+from covenant.usage import UsageReportError, sign_usage_report, verify_usage_report
 
 
 def print_installation(url: str) -> None:
@@ -93,120 +101,251 @@ def _usd(micro: int) -> str:
     return f"${MicroUSD(micro).to_usd():,.6f}".rstrip("0").rstrip(".")
 
 
-def ledger_story(url: str) -> None:
-    """A realistic ledger scenario through the governed functions, then reconcile()."""
-    billing, router = "service:billing", "service:router"
-    alice = str(uuid.uuid4())  # a person: the JWT subject behind her requests
+def _wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout_s`` passes (the demo's only waits)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+class _Story:
+    """The demo's cast and its helpers: one connector, the ledger, a contract, a resolver."""
+
+    def __init__(self, db: Connector, url: str) -> None:
+        self.db = db
+        self.ledger = Ledger(db)
+        self.contract = load_contract()
+        self.resolver = ReputationResolver(db)
+        self.listener = ReputationListener(self.resolver, url)
+        self.gateway = RequestFlow(
+            self.contract, self.resolver.state_of, self.ledger, actor_id="service:gateway"
+        )
+        self.router = ReputationEventRouter(self.ledger)
+        self.runner_key = Ed25519PrivateKey.generate()  # the job runner signs usage reports
+        self.runner_public = self.runner_key.public_key()
+        self.names: dict[uuid.UUID, str] = {}
+
+    def account(self, kind: str, name: str) -> uuid.UUID:
+        account = self.ledger.create_account(uuid.uuid4(), kind, actor_id="service:billing")
+        self.names[account] = name
+        return account
+
+    def report(self, reservation: uuid.UUID, actual_micro: int) -> str:
+        return sign_usage_report(
+            self.runner_key, reservation_id=reservation, actual_cost_micro=actual_micro
+        )
+
+    def ask(self, agent: uuid.UUID, payer: uuid.UUID, capability: str, usd: str) -> GovernedRequest:
+        """A request through the gateway; a denial is printed and the request returned failed."""
+        request = self.gateway.receive(
+            RequestIntent(agent, payer, capability, MicroUSD.from_usd(usd))
+        )
+        try:
+            self.gateway.admit(request)
+        except SurfaceDenied as exc:
+            print(
+                f"  {self.names[agent]} asks for {capability}: DENIED ({exc.name}) as "
+                f"{exc.state.value}; lifecycle {' -> '.join(s.value for s in request.history)}"
+            )
+            return request
+        assert request.reputation is not None
+        print(
+            f"  {self.names[agent]} asks for {capability} (${usd}) as "
+            f"{request.reputation.value}: {' -> '.join(s.value for s in request.history)}, "
+            f"reservation {str(request.reservation_id)[:8]}"
+        )
+        return request
+
+    def signal(self, agent: uuid.UUID, score: float) -> ReputationOutcome:
+        event = parse_event(
+            {
+                "event_type": "model_performance",
+                "event_id": str(uuid.uuid4()),
+                "agent_id": str(agent),
+                "occurred_at": datetime.now(UTC).isoformat(),
+                "actor_id": "service:evaluator",
+                "model_id": "claude-sonnet-4",
+                "provider": "anthropic",
+                "pool_id": "pool-eu-1",
+                "task_type": "code",
+                "quality_observation": {"score": score, "dimensions": {"correctness": score}},
+            }
+        )
+        return self.router.route(event)
+
+
+def governance_story(url: str) -> None:
+    """The whole story: money, contracts, reputation, usage reports, reconciliation."""
     settings = load_settings({"COVENANT_POOL_MAX_SIZE": "4"})
     with Connector(settings, database_url=url) as db:
-        ledger = Ledger(db)
-        print("\n== the credit ledger")
-        treasury = ledger.create_account(uuid.uuid4(), "treasury", actor_id=billing)
-        platform = ledger.create_account(uuid.uuid4(), "platform", actor_id=billing)
-        user = ledger.create_account(uuid.uuid4(), "user", actor_id=billing)
-        coder = ledger.create_account(uuid.uuid4(), "agent", actor_id=billing)
-        writer = ledger.create_account(uuid.uuid4(), "agent", actor_id=billing)
-        names = {
-            treasury: "treasury",
-            platform: "platform",
-            user: "user",
-            coder: "agent:coder",
-            writer: "agent:writer",
-        }
-        print("  accounts: " + ", ".join(f"{n} {str(a)[:8]}" for a, n in names.items()))
-        ledger.allocate(treasury, MicroUSD.from_usd("1000"), "deposit", actor_id=billing)
-        ledger.allocate(user, MicroUSD.from_usd("25"), "deposit", actor_id=billing)
-        ledger.allocate(
-            user,
-            MicroUSD.from_usd("5"),
-            "grant",
-            actor_id=billing,
-            expires_at=datetime.now(UTC) + timedelta(days=30),
-        )
-        print(
-            "  the treasury is funded with $1,000; the user deposits $25 and is granted $5 "
-            "(expiring in 30 days, so it is spent first)"
-        )
-
-        job = ledger.reserve(user, MicroUSD.from_usd("8"), timedelta(minutes=10), actor_id=alice)
-        print(
-            f"  reserve $8 for a job: reservation {str(job)[:8]} (draws the $5 grant, then $3 of "
-            "the deposit)"
-        )
-        done = ledger.finalize(job, MicroUSD.from_usd("6.25"), actor_id="service:runner")
-        print(
-            f"  the job used {_usd(done.consumed_micro)}: finalized, "
-            f"{_usd(done.released_micro)} back to the balance"
-        )
-
-        over = ledger.reserve(user, MicroUSD.from_usd("2"), timedelta(minutes=10), actor_id=alice)
+        story = _Story(db, url)
+        story.listener.start()
         try:
-            ledger.finalize(over, MicroUSD.from_usd("2.50"), actor_id="service:runner")
-        except BudgetOverspend as exc:
-            print(
-                f"  a job reporting $2.50 against a $2 reservation is refused: {exc.code} "
-                f"{exc.name}"
-            )
-        ledger.finalize(over, MicroUSD.from_usd("2"), actor_id="service:runner")
+            _tell(story)
+        finally:
+            story.listener.close()
+            story.resolver.close()
 
-        stale = ledger.reserve(
-            user, MicroUSD.from_usd("1"), timedelta(milliseconds=5), actor_id=alice
-        )
-        time.sleep(0.01)
-        try:
-            ledger.finalize(stale, 1, actor_id="service:runner")
-        except ReservationExpired as exc:
-            print(
-                f"  a reservation whose job never reported, after its TTL: finalize refused "
-                f"({exc.code} {exc.name})"
-            )
-        print(
-            f"  the expiry sweep: {ledger.expire()} reservation(s) expired, "
-            f"{ledger.reservation(stale).status}"
-        )
 
-        ledger.transfer(user, platform, MicroUSD.from_usd("6.25"), actor_id=billing)
-        print("  the user pays the platform $6.25 for the job (a transfer)")
-        parts = ledger.distribute(
-            platform,
-            MicroUSD.from_usd("6.25"),
-            {coder: 6_000, writer: 3_333, treasury: 667},
-            actor_id="service:settlement",
-        )
-        print(
-            "  the platform distributes it, 60% / 33.33% / 6.67%: "
-            + ", ".join(f"{names[p.account_id]} {_usd(p.amount_micro)}" for p in parts)
-            + f" (sum {_usd(sum(p.amount_micro for p in parts))})"
-        )
+def _tell(s: _Story) -> None:  # noqa: PLR0915 - a story is a sequence
+    ledger = s.ledger
+    print("\n== accounts and allocations")
+    treasury = s.account("treasury", "treasury")
+    platform = s.account("platform", "platform")
+    user = s.account("user", "user")
+    coder = s.account("agent", "agent:coder")
+    print("  " + ", ".join(f"{n} {str(a)[:8]}" for a, n in s.names.items()))
+    ledger.allocate(treasury, MicroUSD.from_usd("1000"), "deposit", actor_id="service:billing")
+    ledger.allocate(user, MicroUSD.from_usd("40"), "deposit", actor_id="service:billing")
+    ledger.allocate(
+        user,
+        MicroUSD.from_usd("5"),
+        "grant",
+        actor_id="service:billing",
+        expires_at=datetime.now(UTC) + timedelta(days=30),
+    )
+    print(
+        "  treasury funded with $1,000; the user deposits $40 and is granted $5 "
+        "(expiring in 30 days, so spent first); agent:coder works on the user's account"
+    )
 
-        outcome = ledger.record_reputation_event(
-            coder, "quality_signal", 9_000, actor_id=router, task_type="code"
-        )
+    print(f"\n== the dynamic contract {s.contract.contract_id} v{s.contract.version}")
+    for state in ReputationState:
+        surface = resolve_surface(s.contract, state)
         print(
-            f"  a quality signal for agent:coder: score {outcome.score_bps} bps, "
-            f"state {outcome.state}"
+            f"  {state.value:<13} {len(surface.capabilities):>2} capabilities, "
+            f"{len(surface.schemas)} schemas, at most "
+            f"{_usd(surface.limits.max_reservation_micro)} per reservation"
         )
+    print("  (each state's surface strictly contains the one below: monotonic expansion)")
+    first = s.resolver.resolve(coder)
+    print(f"  agent:coder resolves as {first.state.value} (source: {first.source})")
 
-        print("  balances:")
-        for a, n in names.items():
-            b = ledger.balance(a)
-            print(
-                f"    {n:<13} available {_usd(b.available):>12}  reserved {_usd(b.reserved):>6}"
-                f"  consumed {_usd(b.consumed):>8}"
-            )
-        report = ledger.reconcile()
-        print(
-            "  reconcile(): "
-            + ", ".join(
-                f"{c.invariant_id} {'ok' if c.ok else c.failure_code}" for c in report.checks
-            )
+    print("\n== requests through the gateway (received -> validated -> reserved -> ...)")
+    denied = s.ask(coder, user, "inference.advanced", "0.50")
+    held = ledger.balance(user).reserved
+    print(f"  the denied request failed before anything was reserved: reserved {_usd(held)}")
+    job = s.ask(coder, user, "inference.basic", "0.80")
+    assert denied.state.value == "failed" and job.reservation_id is not None
+    s.gateway.start(job)
+
+    print("\n== signed usage reports (Ed25519, EdDSA only)")
+    token = s.report(job.reservation_id, MicroUSD.from_usd("0.62"))
+    s.gateway.finalize_from_report(job, token, s.runner_public)
+    assert job.settled is not None
+    print(
+        f"  the runner reports $0.62: verified, jti redeemed, {job.state.value} "
+        f"(consumed {_usd(job.settled.consumed_micro)}, "
+        f"released {_usd(job.settled.released_micro)})"
+    )
+    try:
+        verify_usage_report(s.db, token, s.runner_public, actor_id="service:gateway")
+    except UsageReportError as exc:
+        print(f"  the same report sent again: refused {exc.code} (permanent={exc.permanent})")
+    quick = RequestFlow(
+        s.contract,
+        s.resolver.state_of,
+        ledger,
+        actor_id="service:gateway",
+        reservation_ttl=timedelta(milliseconds=300),
+    )
+    crash = quick.start(
+        quick.admit(
+            quick.receive(RequestIntent(coder, user, "inference.basic", MicroUSD.from_usd("0.90")))
         )
-        v = db.fetch_one("SELECT * FROM covenant.verify_audit_chain(%s)", [f"account:{user}"])
-        assert v is not None
-        print(
-            f"  the user's audit chain account:{str(user)[:8]}…: {v['checked']} entries, "
-            f"ok={v['ok']} (one per mutation)"
+    )
+    assert crash.reservation_id is not None
+    crashed = crash.reservation_id
+    try:
+        quick.finalize_from_report(
+            crash, s.report(crashed, MicroUSD.from_usd("1.20")), s.runner_public
         )
+    except UsageReportError as exc:
+        print(
+            f"  a report of $1.20 against a $0.90 reservation: refused {exc.code}; "
+            f"the request is still {crash.state.value}, nothing changed"
+        )
+    print("  ... and the runner never sends a correct one")
+    _wait_for(lambda: datetime.now(UTC) > ledger.reservation(crashed).expires_at)
+    expired = ledger.expire()
+    print(
+        f"  after its TTL the expiry sweep expires {expired} reservation(s): "
+        f"{ledger.reservation(crashed).status}, the $0.90 is available again"
+    )
+
+    print("\n== reputation events move agent:coder up (one state per event at most)")
+    before = s.resolver.stats.invalidations
+    path: list[tuple[int, str]] = []
+    for _ in range(10):
+        outcome = s.signal(coder, 0.9)
+        if outcome.state != outcome.previous_state:
+            path.append((outcome.event_count, outcome.state))
+    print(
+        "  10 model_performance events (score 0.9): "
+        + ", ".join(f"{state} after event {n}" for n, state in path)
+    )
+    _wait_for(lambda: s.resolver.stats.invalidations >= before + 2)
+    now = s.resolver.resolve(coder)
+    print(
+        f"  each upgrade was pushed (NOTIFY) and invalidated the cache: {now.state.value} "
+        f"(source: {now.source})"
+    )
+    big = s.ask(coder, user, "inference.advanced", "3")
+    assert big.reservation_id is not None
+    s.gateway.start(big)
+    s.gateway.finalize_from_report(
+        big, s.report(big.reservation_id, MicroUSD.from_usd("2.40")), s.runner_public
+    )
+    print(f"  the runner reports $2.40: {big.state.value}")
+    cached = s.resolver.resolve(coder)
+    print(f"  a moment later the state is served from {cached.source}: {cached.state.value}")
+
+    print("\n== a bad result downgrades at once")
+    before = s.resolver.stats.invalidations
+    outcome = s.signal(coder, 0.1)
+    print(
+        f"  a model_performance event with score 0.1: score {outcome.score_bps} bps, "
+        f"{outcome.previous_state} -> {outcome.state}"
+    )
+    _wait_for(lambda: s.resolver.stats.invalidations > before)
+    after = s.resolver.resolve(coder)
+    print(f"  the push invalidated the cache: {after.state.value} (source: {after.source})")
+    s.ask(coder, user, "inference.advanced", "3")
+
+    print("\n== revenue distribution")
+    ledger.transfer(user, platform, MicroUSD.from_usd("3.02"), actor_id="service:billing")
+    parts = ledger.distribute(
+        platform,
+        MicroUSD.from_usd("3.02"),
+        {coder: 7_000, treasury: 3_000},
+        actor_id="service:settlement",
+    )
+    print(
+        "  the user pays the platform's $3.02 monthly fee (a transfer); the platform "
+        "distributes it 70/30: "
+        + ", ".join(f"{s.names[p.account_id]} {_usd(p.amount_micro)}" for p in parts)
+    )
+    print("  balances:")
+    for a, n in s.names.items():
+        b = ledger.balance(a)
+        print(
+            f"    {n:<12} available {_usd(b.available):>10}  reserved {_usd(b.reserved):>3}"
+            f"  consumed {_usd(b.consumed):>6}"
+        )
+    report = ledger.reconcile()
+    print(
+        "  reconcile(): "
+        + ", ".join(f"{c.invariant_id} {'ok' if c.ok else c.failure_code}" for c in report.checks)
+    )
+    v = s.db.fetch_one("SELECT * FROM covenant.verify_audit_chain(%s)", [f"account:{user}"])
+    assert v is not None
+    print(
+        f"  the user's audit chain account:{str(user)[:8]}...: {v['checked']} entries, "
+        f"ok={v['ok']} (one per mutation)"
+    )
 
 
 def audit_story(url: str) -> None:
@@ -277,5 +416,5 @@ def run_demo(url: str) -> None:
     print(f"  a second run changes nothing: {not second.changed_anything}")
     print()
     print_installation(url)
-    ledger_story(url)
+    governance_story(url)
     audit_story(url)

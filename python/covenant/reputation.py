@@ -491,11 +491,16 @@ class ReputationResolver:
             self._push_live = True
         _emit(logging.INFO, "reputation.push_up", "pushes connected; cache dropped")
 
-    def push_lost(self) -> None:
-        """Pushes stopped: serve entries only within the TTL, ignore hints."""
+    def push_lost(self, *, closing: bool = False) -> None:
+        """Pushes stopped: serve entries only within the TTL, ignore hints.
+
+        ``closing``: the listener was closed on purpose (logged at INFO, not WARNING).
+        """
         with self._lock:
             was_live, self._push_live = self._push_live, False
-        if was_live:
+        if was_live and closing:
+            _emit(logging.INFO, "reputation.push_closed", "listener closed; pushes stopped")
+        elif was_live:
             _emit(
                 logging.WARNING,
                 "reputation.push_down",
@@ -660,7 +665,7 @@ class ReputationListener:
                 with self._state:
                     self._listening = False
                     self._state.notify_all()
-                self.resolver.push_lost()
+                self.resolver.push_lost(closing=self._stop.is_set())
             if self._sessions > before:  # it did listen: start the backoff over
                 delay = self.reconnect_delay_s
             if self._stop.wait(delay):

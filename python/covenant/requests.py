@@ -20,7 +20,13 @@ The states and edges are the ``request`` machine of
   credits reserved (:meth:`covenant.ledger.Ledger.reserve`). A surface that
   does not grant the request sends it to failed with nothing reserved.
 - reserved → executing → finalized: the work runs; the reservation is
-  finalized with the actual cost.
+  finalized with the actual cost, either as the gateway measured it
+  (:meth:`RequestFlow.finalize`) or as the worker reported it in a signed
+  usage report (:meth:`RequestFlow.finalize_from_report`, through
+  :func:`covenant.usage.verify_usage_report`). A refused report changes
+  nothing, the request included: it stays executing, so a corrected report
+  can still settle it, and if none comes the reservation's TTL and the expiry
+  sweep return the credits.
 - any failure → failed; a reservation still held is released (if even that
   fails, the reservation's TTL and the expiry sweep return the credits).
 
@@ -53,6 +59,13 @@ from covenant.errors import CovenantError, InvalidArgument
 from covenant.governance import is_actor_id
 from covenant.ledger import Ledger, Reservation
 from covenant.money import MicroUSD
+from covenant.usage import (
+    PublicKeySource,
+    UsageErrorCode,
+    UsageReportError,
+    decode_usage_report,
+    verify_usage_report,
+)
 
 log = logging.getLogger("covenant.requests")
 
@@ -230,6 +243,30 @@ class RequestFlow:
         except Exception as exc:
             self._fail(request, f"finalization refused: {exc}")
             raise
+        request.move(RequestState.FINALIZED)
+        return request
+
+    def finalize_from_report(
+        self, request: GovernedRequest, token: str, public_key: PublicKeySource
+    ) -> GovernedRequest:
+        """executing → finalized from the worker's signed usage report.
+
+        The report must be for this request's reservation (else
+        RESERVATION_UNKNOWN, checked before the database is touched). Raises
+        :class:`~covenant.usage.UsageReportError` and leaves the request
+        executing when the report is refused.
+        """
+        request.check(RequestState.FINALIZED)
+        assert request.reservation_id is not None  # executing implies reserved
+        claims = decode_usage_report(token, public_key)
+        if claims.reservation_id != request.reservation_id:
+            raise UsageReportError(
+                UsageErrorCode.RESERVATION_UNKNOWN,
+                f"the report is for reservation {claims.reservation_id}, "
+                f"not this request's {request.reservation_id}",
+            )
+        report = verify_usage_report(self.ledger.db, token, public_key, actor_id=self.actor_id)
+        request.settled = report.reservation
         request.move(RequestState.FINALIZED)
         return request
 

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger_support import footprint
 
 from covenant import errors
@@ -32,6 +33,7 @@ from covenant.requests import (
     SchemaDenied,
     SurfaceDenied,
 )
+from covenant.usage import UsageErrorCode, UsageReportError, sign_usage_report
 
 SVC = "service:gateway"
 FUNDS = 50_000_000  # 50 USD
@@ -441,3 +443,94 @@ def test_every_move_follows_the_request_machine() -> None:
 def test_flow_refuses_a_malformed_actor(contract: DynamicContract, ledger: Ledger) -> None:
     with pytest.raises(errors.InvalidArgument):
         RequestFlow(contract, lambda _a: None, ledger, actor_id="gateway")
+
+
+# -- settling from a signed usage report ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runner_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def executing(
+    flow: RequestFlow, ledger: Ledger, reputations: dict[uuid.UUID, ReputationState | str]
+) -> tuple[GovernedRequest, uuid.UUID]:
+    account = funded_account(ledger)
+    request = flow.admit(
+        flow.receive(intent(agent(reputations, "cold"), account, "inference.basic", 900_000))
+    )
+    flow.start(request)
+    return request, account
+
+
+def test_finalize_from_report_settles_the_request(
+    flow: RequestFlow,
+    ledger: Ledger,
+    reputations: dict[uuid.UUID, ReputationState | str],
+    runner_key: Ed25519PrivateKey,
+) -> None:
+    request, _ = executing(flow, ledger, reputations)
+    assert request.reservation_id is not None
+    token = sign_usage_report(
+        runner_key, reservation_id=request.reservation_id, actual_cost_micro=654_321
+    )
+    flow.finalize_from_report(request, token, runner_key.public_key())
+    assert request.state is R.FINALIZED
+    assert request.settled is not None
+    assert (request.settled.consumed_micro, request.settled.released_micro) == (654_321, 245_679)
+    assert ledger.reservation(request.reservation_id).status == "finalized"
+
+
+@pytest.mark.parametrize(
+    ("cost", "other_reservation", "code"),
+    [
+        (900_001, False, UsageErrorCode.OVERSPEND),
+        (1, True, UsageErrorCode.RESERVATION_UNKNOWN),
+    ],
+)
+def test_a_refused_report_leaves_the_request_executing_and_changes_nothing(
+    flow: RequestFlow,
+    ledger: Ledger,
+    connector: Connector,
+    reputations: dict[uuid.UUID, ReputationState | str],
+    runner_key: Ed25519PrivateKey,
+    cost: int,
+    other_reservation: bool,
+    code: UsageErrorCode,
+) -> None:
+    request, account = executing(flow, ledger, reputations)
+    assert request.reservation_id is not None
+    target = uuid.uuid4() if other_reservation else request.reservation_id
+    token = sign_usage_report(runner_key, reservation_id=target, actual_cost_micro=cost)
+    before = footprint(connector, account)
+    with pytest.raises(UsageReportError) as caught:
+        flow.finalize_from_report(request, token, runner_key.public_key())
+    assert caught.value.code is code
+    assert request.state is R.EXECUTING
+    assert footprint(connector, account) == before
+    # a corrected report still settles it
+    good = sign_usage_report(
+        runner_key, reservation_id=request.reservation_id, actual_cost_micro=900_000
+    )
+    flow.finalize_from_report(request, good, runner_key.public_key())
+    assert request.state is R.FINALIZED
+
+
+def test_finalize_from_report_outside_executing_is_an_illegal_transition(
+    flow: RequestFlow,
+    ledger: Ledger,
+    reputations: dict[uuid.UUID, ReputationState | str],
+    runner_key: Ed25519PrivateKey,
+) -> None:
+    account = funded_account(ledger)
+    request = flow.admit(
+        flow.receive(intent(agent(reputations, "cold"), account, "inference.basic", 900_000))
+    )
+    assert request.reservation_id is not None
+    token = sign_usage_report(
+        runner_key, reservation_id=request.reservation_id, actual_cost_micro=1
+    )
+    with pytest.raises(InvalidTransitionError):
+        flow.finalize_from_report(request, token, runner_key.public_key())  # still reserved
+    assert ledger.reservation(request.reservation_id).status == "pending"
