@@ -383,6 +383,8 @@ def _read_bounded(path: str) -> bytes:
         raise ContractMissingError(path, "not readable (permission denied)") from None
     except OSError as exc:
         raise ContractMissingError(path, f"cannot be opened ({exc.strerror})") from None
+    except ValueError:  # os.open's "embedded null byte": no file has that name
+        raise ContractMissingError(path, "cannot be opened (a NUL byte in the path)") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ContractMissingError(path, "not a regular file")

@@ -34,6 +34,7 @@ as the first 12 hex digits of the SHA-256 of their id, errors by class name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -43,7 +44,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
@@ -120,10 +121,14 @@ class JwtHint:
         except ValueError:
             _malformed_hint("unknown state")
             return None
-        if isinstance(iat, bool) or not isinstance(iat, int | float) or not math.isfinite(iat):
+        issued_at = math.nan
+        if isinstance(iat, int | float) and not isinstance(iat, bool):
+            with contextlib.suppress(OverflowError):  # an int beyond any float: not a time
+                issued_at = float(iat)
+        if not math.isfinite(issued_at):
             _malformed_hint("iat missing or not a finite number")
             return None
-        return cls(state, float(iat))
+        return cls(state, issued_at)
 
 
 def _malformed_hint(reason: str) -> None:
@@ -226,6 +231,12 @@ class _Entry:
 class _Invalidation:
     seq: int
     hints_blocked_until: float  # monotonic
+    hints_blocked_until_wall: float  # the same bound on the wall clock (it may step back)
+
+
+def _blocks(inv: _Invalidation, now: float, wall: float) -> bool:
+    """Whether ``inv`` still blocks JWT hints (on either clock)."""
+    return now < inv.hints_blocked_until or wall < inv.hints_blocked_until_wall
 
 
 class ReputationResolver:
@@ -282,6 +293,7 @@ class ReputationResolver:
         self._epoch = 0  # reads with a token below this may not store
         self._push_live = False
         self._hints_blocked_until = -math.inf
+        self._hints_blocked_until_wall = -math.inf
         self._prune_at = 4096
 
     # -- the request path ----------------------------------------------------
@@ -323,11 +335,19 @@ class ReputationResolver:
     ) -> tuple[Resolution | None, int | None]:
         """Serve ``hint`` as a cache entry read at its ``iat``, if allowed (lock held)."""
         reason = None
-        age = self._wall() - hint.issued_at
+        wall = self._wall()
+        age = wall - hint.issued_at
         inv = self._invalidations.get(agent)
         if not self._push_live:
             reason = "push notifications not being received"
-        elif now < self._hints_blocked_until or (inv is not None and now < inv.hints_blocked_until):
+        elif (
+            now < self._hints_blocked_until
+            or wall < self._hints_blocked_until_wall
+            or (inv is not None and _blocks(inv, now, wall))
+        ):
+            # Both clocks must have moved past the block: ages are measured on
+            # the wall clock, and a step back would make a token minted before
+            # the change look young again.
             reason = "state changed since the token may have been issued"
         elif age < -CLOCK_SKEW_S:
             reason = "iat in the future"
@@ -397,18 +417,24 @@ class ReputationResolver:
 
     def _schedule_refresh(self, agent: uuid.UUID, token: int, claimed_at: float) -> None:
         try:
-            self._executor.submit(lambda: self._refresh(agent, token, claimed_at))
+            future = self._executor.submit(lambda: self._refresh(agent, token, claimed_at))
         except Exception as exc:  # e.g. the executor was shut down
-            with self._lock:
-                self._finish_refresh(agent, token)
-                self.stats.refreshes_failed += 1
-            _emit(
-                logging.WARNING,
-                "reputation.refresh_rejected",
-                "refresh not scheduled",
-                agent,
-                error=type(exc).__name__,
-            )
+            self._abandon_refresh(agent, token, type(exc).__name__)
+            return
+        if isinstance(future, Future):
+            # A cancelled job never runs (``shutdown(cancel_futures=True)``):
+            # release its claim, or the agent would never be refreshed again.
+            def on_done(f: Future[Any]) -> None:
+                if f.cancelled():
+                    self._abandon_refresh(agent, token, "cancelled")
+
+            future.add_done_callback(on_done)
+
+    def _abandon_refresh(self, agent: uuid.UUID, token: int, error: str) -> None:
+        with self._lock:
+            self._finish_refresh(agent, token)
+            self.stats.refreshes_failed += 1
+        _emit(logging.WARNING, "reputation.refresh_rejected", "refresh not run", agent, error=error)
 
     def _refresh(self, agent: uuid.UUID, token: int, claimed_at: float) -> None:
         """Runs on the executor; never raises. The age counts from the claim."""
@@ -488,6 +514,7 @@ class ReputationResolver:
             self._epoch = self._seq
             self._entries.clear()
             self._hints_blocked_until = self._clock() + self._hint_block_s
+            self._hints_blocked_until_wall = self._wall() + self._hint_block_s
             self._push_live = True
         _emit(logging.INFO, "reputation.push_up", "pushes connected; cache dropped")
 
@@ -516,20 +543,22 @@ class ReputationResolver:
         """Forget ``agent_id`` at once; reads started before now will not store."""
         agent = _as_agent_id(agent_id)
         with self._lock:
-            now = self._clock()
+            now, wall = self._clock(), self._wall()
             self._seq += 1
             self._entries.pop(agent, None)
-            self._invalidations[agent] = _Invalidation(self._seq, now + self._hint_block_s)
+            self._invalidations[agent] = _Invalidation(
+                self._seq, now + self._hint_block_s, wall + self._hint_block_s
+            )
             self.stats.invalidations += 1
             if len(self._invalidations) > self._prune_at:
-                self._prune(now)
+                self._prune(now, wall)
         _emit(logging.INFO, "reputation.invalidated", "cache invalidated", agent, reason=reason)
 
-    def _prune(self, now: float) -> None:
+    def _prune(self, now: float, wall: float) -> None:
         """Forget invalidations no read under way and no usable hint can predate."""
         floor = min(self._active) if self._active else self._seq
         for agent, inv in list(self._invalidations.items()):
-            if inv.hints_blocked_until <= now and inv.seq <= floor:
+            if not _blocks(inv, now, wall) and inv.seq <= floor:
                 del self._invalidations[agent]
         self._prune_at = max(4096, 2 * len(self._invalidations))
 
@@ -546,7 +575,7 @@ class ReputationResolver:
             data = json.loads(payload)
             raw = data.get("agent_id") if isinstance(data, dict) else None
             agent = uuid.UUID(raw) if isinstance(raw, str) else None
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):  # RecursionError: "[[[[..." nested
             agent = None
         if agent is None:
             with self._lock:

@@ -30,7 +30,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Final, Literal, TypeAlias, assert_never
 
@@ -141,6 +141,17 @@ class _EventBase(_Frozen):
         if not is_actor_id(value):
             # the value is not echoed: it may be a person's identity
             raise ValueError("actor_id must be a person's UUID or service:<name>")
+        return value
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _utc_representable(cls, value: datetime) -> datetime:
+        # 0001-01-01T00:00+01:00 is valid ISO 8601 but has no UTC form: the
+        # payload (below) would raise OverflowError, a bare internal error.
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("occurred_at is out of range in UTC") from None
         return value
 
     @property
@@ -255,7 +266,9 @@ def parse_event(data: Mapping[str, Any] | str | bytes) -> ReputationEvent:
             return REPUTATION_EVENT.validate_json(data)
         return REPUTATION_EVENT.validate_python(data)
     except ValidationError as exc:
-        raise InvalidReputationEvent(_describe(exc)) from exc
+        # Not chained: a ValidationError's text quotes the input, and a logged
+        # traceback would print it.
+        raise InvalidReputationEvent(_describe(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,10 @@ def test_missing_also_covers_directories_and_the_unreadable(tmp_path: Path) -> N
         load_contract(settings=allowing(fifo))
     with pytest.raises(ContractMissingError, match="cannot be opened"):
         load_contract(settings=allowing(write(tmp_path / "f", "{}") / "below"))
+    # a NUL byte (from the Python API) is a name no file has, not a ValueError
+    with pytest.raises(ContractMissingError, match="cannot be opened"):
+        load_contract(settings=allowing(f"{tmp_path}/c\0.json"))
+    assert cli_validate(f"{tmp_path}/c\0.json") == ContractMissingError.exit_code
 
 
 @pytest.mark.parametrize(

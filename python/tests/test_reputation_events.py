@@ -7,12 +7,15 @@ agent's chain (``account:<id>``), whose entry id is the event id.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -367,6 +370,37 @@ def test_validation_errors_do_not_echo_personal_input() -> None:
         parse_event(doc)
     assert len(caught.value.errors) == 3
     assert secret not in str(caught.value) and secret not in json.dumps(caught.value.errors)
+    # nor does a logged traceback: pydantic's error (which quotes the input) is not chained
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    logger = logging.getLogger("test.reputation_events.traceback")
+    with pytest.raises(InvalidReputationEvent), _capture(logger) as lines:
+        try:
+            parse_event(doc)
+        except InvalidReputationEvent:
+            logger.exception("refused")
+            raise
+    assert "refused" in lines.getvalue() and secret not in lines.getvalue()
+
+
+@contextlib.contextmanager
+def _capture(logger: logging.Logger) -> Iterator[io.StringIO]:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    logger.addHandler(handler)
+    try:
+        yield out
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("occurred_at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_timestamps_without_a_utc_form_are_invalid_not_a_crash(occurred_at: str) -> None:
+    doc = event("credential_update", occurred_at=occurred_at)
+    with pytest.raises(InvalidReputationEvent) as caught:
+        ledger_call(parse_event(doc))  # before: OverflowError from the payload
+    assert caught.value.errors[0]["loc"] == "credential_update.occurred_at"
+    with pytest.raises(InvalidReputationEvent):
+        parse_event(json.dumps(doc))
 
 
 # -- mapping (no database) ---------------------------------------------------------

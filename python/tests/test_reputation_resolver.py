@@ -14,6 +14,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 
 import psycopg
 import pytest
@@ -388,6 +389,27 @@ def test_jwt_hint_is_refused_after_a_pushed_change_and_while_pushes_are_down(
     assert (got.state, got.source) == (COLD, "fallback-cold")  # neither answers
 
 
+def test_a_wall_clock_stepped_back_does_not_reopen_the_hint_block(
+    resolver: ReputationResolver, fetch: CountingFetch, clock: FakeClock, ledger: Ledger
+) -> None:
+    agent = new_agent(ledger)  # cold in the database
+    minted = clock.wall - 10  # a token claiming warming, minted before the downgrade
+    resolver.invalidate(agent, reason="downgrade")
+    clock.mono += 126  # the monotonic hint block is over...
+    clock.wall += 26  # ...but NTP stepped the wall clock back 100 s: the token looks 36 s old
+    got = resolver.resolve(agent, hint=JwtHint(WARMING, minted))
+    assert (got.state, got.source) == (COLD, "database")
+    # The same after a (re)connection of the listener, for every agent.
+    other = new_agent(ledger)
+    resolver.push_connected()
+    minted = clock.wall - 10
+    clock.mono += 126
+    clock.wall += 26
+    got = resolver.resolve(other, hint=JwtHint(WARMING, minted))
+    assert (got.state, got.source) == (COLD, "database")
+    assert fetch.calls == 2
+
+
 def test_database_down_with_a_fresh_jwt_serves_it_and_a_stale_one_is_cold(
     resolver: ReputationResolver, fetch: CountingFetch, clock: FakeClock
 ) -> None:
@@ -413,9 +435,10 @@ def test_jwt_claims_are_parsed_strictly(caplog: pytest.LogCaptureFixture) -> Non
             {"reputation_state": "warming", "iat": True},
             {"reputation_state": "warming", "iat": "1700000000"},
             {"reputation_state": "warming", "iat": float("nan")},
+            {"reputation_state": "warming", "iat": 10**400},  # JSON ints are unbounded
         ):
             assert JwtHint.from_claims(claims) is None
-    assert len(caplog.records) == 5
+    assert len(caplog.records) == 6
 
 
 # -- pushes: invalidation, the race, the listener --------------------------------
@@ -519,6 +542,19 @@ def test_malformed_notifications_are_ignored(
     assert str(agent) not in caplog.text and agent_ref(agent) in caplog.text
 
 
+def test_deeply_nested_notifications_are_ignored_not_raised(
+    resolver: ReputationResolver, ledger: Ledger
+) -> None:
+    # Any role may pg_notify the channel (8000 bytes); json.loads of deep
+    # nesting raises RecursionError, which would kill the listener's session.
+    agent = warm_agent(ledger)
+    resolver.resolve(agent)
+    for payload in ("[" * 7_999, '{"agent_id": ' + "[" * 3_000 + "]" * 3_000 + "}"):
+        assert resolver.handle_notification(payload) is False
+    assert resolver.stats.notifications_ignored == 2
+    assert resolver.resolve(agent).source == "cache"
+
+
 def test_invalidation_pushed_to_the_listener_thread_survives_garbage(
     resolver: ReputationResolver, module_db_url: str, ledger: Ledger
 ) -> None:
@@ -575,8 +611,8 @@ def test_listener_reconnects_and_drops_the_cache(
     live_after_loss: list[bool] = []
     push_lost = resolver.push_lost
 
-    def spy() -> None:
-        push_lost()
+    def spy(*, closing: bool = False) -> None:
+        push_lost(closing=closing)
         live_after_loss.append(resolver.push_live)
         lost.set()
 
@@ -664,6 +700,32 @@ def test_works_as_the_app_role_with_the_default_executor(
     finally:
         with server.admin() as admin:
             admin.execute(f"DROP ROLE {role}".encode())
+
+
+def test_a_cancelled_refresh_releases_its_claim(
+    resolver: ReputationResolver, clock: FakeClock, ledger: Ledger
+) -> None:
+    # An executor that may cancel queued work (shutdown(cancel_futures=True)):
+    # a cancelled job never runs, so its claim must not stay held forever.
+    futures: list[Future[None]] = []
+
+    class QueueingExecutor:
+        def submit(self, fn: Callable[[], None], /) -> Future[None]:
+            futures.append(Future())
+            return futures[-1]
+
+    resolver._executor = QueueingExecutor()
+    agent = warm_agent(ledger)
+    resolver.resolve(agent)
+    clock.advance(61)
+    assert resolver.resolve(agent).source == "stale-cache"
+    assert len(futures) == 1
+    assert futures[0].cancel()
+    assert resolver.stats.refreshes_failed == 1
+    clock.advance(1)
+    assert resolver.resolve(agent).source == "stale-cache"
+    assert len(futures) == 2  # a new refresh could be claimed
+    assert resolver.stats.refreshes_scheduled == 2
 
 
 def test_the_cache_is_bounded(resolver: ReputationResolver, fetch: CountingFetch) -> None:
