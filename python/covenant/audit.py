@@ -14,11 +14,16 @@ and a retry after an unknown outcome returns the first receipt with
 entries waiting for one domain are sent as one ``append_audit_entries`` call
 in one transaction, and each caller returns only after the transaction that
 holds its entry has committed (a durable acknowledgement).
+
+Appends and verifications are timed in :mod:`covenant.metrics`
+(``covenant_audit_append_seconds``, ``covenant_audit_verify_seconds``) and,
+with telemetry on, traced as ``covenant.audit.append`` / ``covenant.audit.verify``.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -30,6 +35,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 
+from covenant import metrics, telemetry
 from covenant.db import Conn, Connector
 from covenant.errors import CovenantError
 
@@ -74,6 +80,19 @@ class PartitionHealth(BaseModel):
     default_rows: int
     newest_partition: str | None
     partitions: int
+
+
+class QuarantineState(BaseModel):
+    """A domain whose quarantine breaker is not closed (``covenant.audit_quarantine``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    domain_tag: str
+    state: str
+    reason: str | None
+    first_bad_seq: int | None
+    opened_at: datetime | None
+    since: datetime  # the last change of the breaker
 
 
 class DomainState(BaseModel):
@@ -160,39 +179,67 @@ class AuditTrail:
         conn: Conn | None = None,
     ) -> AuditReceipt:
         entry = AuditEntry.new(event_type, actor_id, payload, entry_id, event_time)
-        row = self.db.fetch_one(
-            "SELECT * FROM covenant.append_audit_entry(%s, %s, %s, %s, %s, %s)",
-            [
-                domain_tag,
-                entry.entry_id,
-                entry.event_type,
-                entry.actor_id,
-                Jsonb(entry.payload),
-                entry.event_time,
-            ],
-            conn=conn,
-        )
+        with (
+            telemetry.span(
+                "covenant.audit.append",
+                domain_tag=domain_tag,
+                event_type=event_type,
+                actor_id=actor_id,
+                kind="single",
+                entries=1,
+            ),
+            metrics.observe_append("single", 1),
+        ):
+            row = self.db.fetch_one(
+                "SELECT * FROM covenant.append_audit_entry(%s, %s, %s, %s, %s, %s)",
+                [
+                    domain_tag,
+                    entry.entry_id,
+                    entry.event_type,
+                    entry.actor_id,
+                    Jsonb(entry.payload),
+                    entry.event_time,
+                ],
+                conn=conn,
+            )
         assert row is not None
         return AuditReceipt.model_validate(row)
 
     def append_many(
         self, domain_tag: str, entries: Sequence[AuditEntry], *, conn: Conn | None = None
     ) -> list[AuditReceipt]:
-        rows = self.db.fetch_all(
-            "SELECT * FROM covenant.append_audit_entries(%s, %s)",
-            [domain_tag, Jsonb([e.as_json() for e in entries])],
-            conn=conn,
-        )
+        with (
+            telemetry.span(
+                "covenant.audit.append", domain_tag=domain_tag, kind="batch", entries=len(entries)
+            ),
+            metrics.observe_append("batch", len(entries)),
+        ):
+            rows = self.db.fetch_all(
+                "SELECT * FROM covenant.append_audit_entries(%s, %s)",
+                [domain_tag, Jsonb([e.as_json() for e in entries])],
+                conn=conn,
+            )
         return [AuditReceipt.model_validate(r) for r in rows]
 
     def verify(
         self, domain_tag: str, from_seq: int | None = None, *, conn: Conn | None = None
     ) -> Verification:
-        row = self.db.fetch_one(
-            "SELECT * FROM covenant.verify_audit_chain(%s, %s)", [domain_tag, from_seq], conn=conn
-        )
-        assert row is not None
-        return Verification.model_validate(row)
+        started = time.perf_counter()
+        ok: bool | None = None
+        with telemetry.span("covenant.audit.verify", domain_tag=domain_tag, from_seq=from_seq) as s:
+            try:
+                row = self.db.fetch_one(
+                    "SELECT * FROM covenant.verify_audit_chain(%s, %s)",
+                    [domain_tag, from_seq],
+                    conn=conn,
+                )
+                assert row is not None
+                result = Verification.model_validate(row)
+                ok = result.ok
+                s.set(ok=result.ok, checked=result.checked)
+            finally:
+                metrics.observe_verification("database", started, ok)
+        return result
 
     def checkpoint(self, domain_tag: str, actor_id: str) -> Checkpoint:
         row = self.db.fetch_one(
@@ -208,10 +255,19 @@ class AuditTrail:
         assert row is not None
         return int(row["created"])
 
-    def partition_health(self) -> PartitionHealth:
-        row = self.db.fetch_one("SELECT * FROM covenant.audit_partition_health()")
+    def partition_health(self, *, conn: Conn | None = None) -> PartitionHealth:
+        row = self.db.fetch_one("SELECT * FROM covenant.audit_partition_health()", conn=conn)
         assert row is not None
         return PartitionHealth.model_validate(row)
+
+    def quarantines(self, *, conn: Conn | None = None) -> list[QuarantineState]:
+        """Every domain whose breaker is open or half_open (a closed one has no entry here)."""
+        rows = self.db.fetch_all(
+            "SELECT domain_tag, state, reason, first_bad_seq, opened_at, updated_at AS since "
+            "FROM covenant.audit_quarantine WHERE state <> 'closed' ORDER BY domain_tag",
+            conn=conn,
+        )
+        return [QuarantineState.model_validate(r) for r in rows]
 
     def domains(self, domain_tag: str | None = None) -> list[DomainState]:
         rows = self.db.fetch_all(
@@ -341,9 +397,10 @@ class GroupCommitAppender:
     def _commit(self, domain_tag: str, batch: list[_Pending]) -> None:
         payload = Jsonb([p.entry.as_json() for p in batch])
         try:
-            rows = self.db.fetch_all(
-                "SELECT * FROM covenant.append_audit_entries(%s, %s)", [domain_tag, payload]
-            )
+            with metrics.observe_append("batch", len(batch)):
+                rows = self.db.fetch_all(
+                    "SELECT * FROM covenant.append_audit_entries(%s, %s)", [domain_tag, payload]
+                )
         except CovenantError as exc:
             if len(batch) == 1:
                 batch[0].future.set_exception(exc)

@@ -29,6 +29,7 @@ from covenant.ledger import Ledger
 from covenant.migrate import MigrationError, describe_target, migrate, status
 from covenant.retention import export_partition, verify_partition_export
 from covenant.schema import snapshot
+from covenant.serve import run_server
 from covenant.verify import export_domain, verify_export
 
 
@@ -152,6 +153,25 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"covenant demo: error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    url = args.database_url or settings.database_url
+    if not url:
+        print(
+            "covenant serve: error: no database URL: pass --database-url or set "
+            "COVENANT_DATABASE_URL",
+            file=sys.stderr,
+        )
+        return 1
+    logging.getLogger("covenant").setLevel(settings.log_level)
+    port = settings.metrics_port if args.port is None else args.port
+    try:
+        return run_server(url, port, host=args.host, settings=settings)
+    except OSError as exc:  # the port is taken, the address is not ours, ...
+        print(f"covenant serve: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _connector(args: argparse.Namespace) -> Connector:
@@ -493,6 +513,16 @@ def build_parser() -> argparse.ArgumentParser:
     invariants = lsub.add_parser("invariants", help="the invariant catalogue I-1 ... I-14")
     invariants.add_argument("--database-url")
     p.set_defaults(func=_ledger)
+
+    p = sub.add_parser(
+        "serve", help="serve /health, /health/governance and /metrics until SIGTERM/SIGINT"
+    )
+    p.add_argument("--database-url", help="default: $COVENANT_DATABASE_URL")
+    p.add_argument(
+        "--port", type=int, help="default: $COVENANT_METRICS_PORT (9464); 0 picks a free port"
+    )
+    p.add_argument("--host", help="default: $COVENANT_SERVE_HOST (127.0.0.1)")
+    p.set_defaults(func=_serve)
 
     p = sub.add_parser("demo", help="migrate and run the demo scenario")
     p.add_argument("--database-url")

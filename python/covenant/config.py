@@ -159,6 +159,44 @@ SPECS: tuple[SettingSpec, ...] = (
         maximum=65535,
     ),
     SettingSpec(
+        "COVENANT_SERVE_HOST",
+        "str",
+        "127.0.0.1",
+        "Address `covenant serve` binds; 0.0.0.0 to be reachable from outside "
+        "(containers, a Prometheus on another host).",
+    ),
+    SettingSpec(
+        "COVENANT_SHUTDOWN_GRACE_S",
+        "int",
+        10,
+        "Seconds `covenant serve` lets in-flight requests finish after SIGTERM/SIGINT.",
+        minimum=0,
+        maximum=300,
+    ),
+    SettingSpec(
+        "COVENANT_HEALTH_TIMEOUT_S",
+        "int",
+        5,
+        "Seconds a /health, /health/governance or /metrics request may spend on the database.",
+        minimum=1,
+        maximum=60,
+    ),
+    SettingSpec(
+        "COVENANT_RECONCILE_INTERVAL_S",
+        "int",
+        300,
+        "Seconds between the reconciliations `covenant serve` runs for /health/governance.",
+        minimum=1,
+        maximum=86_400,
+    ),
+    SettingSpec(
+        "COVENANT_OTEL_ENABLED",
+        "bool",
+        False,
+        "Emit OpenTelemetry spans (sanitized) through the application's tracer provider; "
+        "needs the otel extra.",
+    ),
+    SettingSpec(
         "COVENANT_LOG_LEVEL",
         "choice",
         "INFO",
@@ -194,6 +232,11 @@ class Settings(BaseModel):
     contract_path: str
     allow_contract_override: bool
     metrics_port: int
+    serve_host: str
+    shutdown_grace_s: int
+    health_timeout_s: int
+    reconcile_interval_s: int
+    otel_enabled: bool
     log_level: str
 
 

@@ -4,7 +4,8 @@ Every query covenant's adapters send goes through :class:`Connector`, which
 maps database errors to covenant exceptions (:func:`covenant.errors.translate`)
 and retries a whole transaction on 40001/40P01 with exponential backoff and
 full jitter (``COVENANT_RETRY_MAX_ATTEMPTS`` tries in all). Retries and
-exhausted retries are counted on the connector.
+exhausted retries are counted on the connector and in the
+``covenant_serialization_retries*`` metrics (:mod:`covenant.metrics`).
 
 Callers may pass their own connection (``conn=``) so covenant calls compose
 with the application's own transaction; then covenant neither commits nor
@@ -24,6 +25,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from covenant import metrics
 from covenant.config import Settings, load_settings
 from covenant.errors import RETRYABLE_SQLSTATES, translate
 
@@ -89,11 +91,13 @@ class Connector:
                 if exc.sqlstate in RETRYABLE_SQLSTATES and attempt < attempts:
                     with self._lock:
                         self.stats.retries += 1
+                    metrics.record_retry(exc.sqlstate, exhausted=False)
                     time.sleep(self._backoff(attempt))
                     continue
                 if exc.sqlstate in RETRYABLE_SQLSTATES:
                     with self._lock:
                         self.stats.exhausted += 1
+                    metrics.record_retry(exc.sqlstate, exhausted=True)
                 raise translate(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -10,6 +10,10 @@ instead of applying the mutation twice.
 
 Amounts are :class:`~covenant.money.MicroUSD` (exact ints, never float);
 values above 2**53 round-trip exactly.
+
+Every public method is timed and counted by operation and outcome
+(``covenant_ledger_operation_seconds``, ``covenant_ledger_operations_total``)
+by one class decorator, :func:`covenant.metrics.ledger_operations`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, LiteralString
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from covenant import metrics
 from covenant.catalogue import (
     REPUTATION_RANK,
     AccountKind,
@@ -156,6 +161,7 @@ def _mid(mutation_id: uuid.UUID | None) -> uuid.UUID:
     return mutation_id or uuid.uuid4()
 
 
+@metrics.ledger_operations
 class Ledger:
     """The governed ledger API with typed results.
 

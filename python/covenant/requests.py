@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import ClassVar, Final
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from covenant.catalogue import ReputationState, RequestState, check_transition
 from covenant.contracts import (
     CAPABILITY_PATTERN,
@@ -60,6 +62,7 @@ from covenant.governance import is_actor_id
 from covenant.ledger import Ledger, Reservation
 from covenant.money import MicroUSD
 from covenant.usage import (
+    KeyMaterial,
     PublicKeySource,
     UsageErrorCode,
     UsageReportError,
@@ -254,10 +257,11 @@ class RequestFlow:
         The report must be for this request's reservation (else
         RESERVATION_UNKNOWN, checked before the database is touched). Raises
         :class:`~covenant.usage.UsageReportError` and leaves the request
-        executing when the report is refused.
+        executing when the report is refused. A key callable is called once.
         """
         request.check(RequestState.FINALIZED)
         assert request.reservation_id is not None  # executing implies reserved
+        public_key = _fetch_once(public_key)
         claims = decode_usage_report(token, public_key)
         if claims.reservation_id != request.reservation_id:
             raise UsageReportError(
@@ -312,6 +316,23 @@ class RequestFlow:
                 )
         request.failure = reason
         request.move(RequestState.FAILED)
+
+
+def _fetch_once(source: PublicKeySource) -> PublicKeySource:
+    """``source``, with a key callable memoized: the report is decoded twice, the key fetched once.
+
+    (Fetched lazily, so a token whose ``alg`` is refused still fetches nothing.)
+    """
+    if not callable(source) or isinstance(source, Ed25519PublicKey):
+        return source
+    fetched: list[KeyMaterial] = []
+
+    def fetch() -> KeyMaterial:
+        if not fetched:
+            fetched.append(source())
+        return fetched[0]
+
+    return fetch
 
 
 def _malformed(intent: RequestIntent) -> str | None:

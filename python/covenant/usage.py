@@ -9,8 +9,9 @@ checks, in this order, and stops at the first failure:
    an HS256 token "signed" with the public key as HMAC secret never reaches
    a verifier);
 2. the key: an :class:`Ed25519PublicKey`, PEM text, or a zero-argument
-   callable that fetches one (``KEY_FETCH_FAILED`` when it cannot be had,
-   ``ALGORITHM_REJECTED`` when it is not an Ed25519 public key);
+   callable that fetches one (``KEY_FETCH_FAILED`` when it cannot be had or
+   is not an Ed25519 public key: the verifier's configuration is at fault,
+   the report was not judged, and the same token succeeds once it is fixed);
 3. the signature (``SIGNATURE_INVALID``);
 4. the claims, by :class:`UsageClaims` (``CLAIMS_SCHEMA``), and the clock;
 5. one database transaction: ``covenant.finalize_usage_report`` records the
@@ -73,10 +74,12 @@ class UsageErrorCode(StrEnum):
     KEY_FETCH_FAILED = "KEY_FETCH_FAILED"
 
 
-# Permanent: the same token will be refused again, whatever happens; the
-# producer must not resend it. KEY_FETCH_FAILED is the one transient code:
-# the report was never judged (the key could not be had), so the same token
-# may succeed once the key source answers.
+# Permanent: the producer must not resend the token; it will be refused
+# again (a report issued in the future or not valid yet could pass later,
+# but by policy the producer's clock is wrong and it signs a new report).
+# KEY_FETCH_FAILED is the one transient code: the report was never judged
+# (no usable key could be had), so the same token may succeed once the key
+# source answers or the verifier's key is fixed.
 PERMANENT: Final[dict[UsageErrorCode, bool]] = {
     code: code is not UsageErrorCode.KEY_FETCH_FAILED for code in UsageErrorCode
 }
@@ -207,10 +210,14 @@ def _reject_constant(name: str) -> NoReturn:
 
 def _parse_payload(payload: bytes) -> dict[str, Any]:
     try:
-        # Duplicate names are refused rather than "last one wins"; NaN and
-        # Infinity are not JSON. (Floats parse, and every claim refuses them.)
+        # A claims set is UTF-8 (RFC 7519 7.2): decoded strictly here, because
+        # json.loads(bytes) would also take UTF-16, UTF-32 and a BOM. Duplicate
+        # names are refused rather than "last one wins"; NaN and Infinity are
+        # not JSON. (Floats parse, and every claim refuses them.)
         data = json.loads(
-            payload, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+            payload.decode("utf-8"),
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
         )
     except (ValueError, RecursionError) as exc:
         raise UsageReportError(
@@ -245,14 +252,14 @@ def _load_key(source: PublicKeySource) -> Ed25519PublicKey:
         material = loaded
     if isinstance(material, Ed25519PrivateKey):
         _fail(
-            UsageErrorCode.ALGORITHM_REJECTED,
+            UsageErrorCode.KEY_FETCH_FAILED,
             "the verification key is an Ed25519 *private* key; pass its public key",
         )
     if isinstance(material, Ed25519PublicKey):
         return material
     if _is_asymmetric_key(material):
         _fail(
-            UsageErrorCode.ALGORITHM_REJECTED,
+            UsageErrorCode.KEY_FETCH_FAILED,
             f"the verification key is {type(material).__name__}; only Ed25519 public keys verify "
             "usage reports",
         )
@@ -333,13 +340,15 @@ def _utcnow() -> datetime:
 
 
 def _check_times(claims: UsageClaims, now: datetime, leeway: timedelta) -> None:
+    # The leeway moves ``now``, never a claim: a claim may be the last second
+    # a datetime holds (9999-12-31T23:59:59Z), and adding to it overflows.
     if claims.exp <= claims.iat:
         _fail(UsageErrorCode.CLAIMS_SCHEMA, "exp must be after iat")
-    if claims.expires_at + leeway <= now:
+    if claims.expires_at <= now - leeway:
         _fail(UsageErrorCode.CLAIMS_SCHEMA, f"the report expired at {claims.expires_at}")
-    if claims.issued_at - leeway > now:
+    if claims.issued_at > now + leeway:
         _fail(UsageErrorCode.CLAIMS_SCHEMA, f"iat {claims.issued_at} is in the future")
-    if claims.nbf is not None and datetime.fromtimestamp(claims.nbf, UTC) - leeway > now:
+    if claims.nbf is not None and datetime.fromtimestamp(claims.nbf, UTC) > now + leeway:
         _fail(UsageErrorCode.CLAIMS_SCHEMA, "the report is not valid yet (nbf)")
 
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ from typing import Any, TypeAlias
 
 import psycopg
 from psycopg.rows import tuple_row
+
+from covenant import metrics
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -325,8 +328,20 @@ def verify_export(lines: Iterable[str | bytes], *, require_trailer: bool = False
     one before (the first to the header's anchor; the genesis hash when
     ``from_seq`` is 1), and the trailer's count and last hash. Stops at the
     first failure. Without a trailer, a truncated export cannot be told from
-    a shorter one: pass ``require_trailer=True`` to insist on it.
+    a shorter one: pass ``require_trailer=True`` to insist on it. Timed as
+    ``covenant_audit_verify_seconds{source="export"}``.
     """
+    started = time.perf_counter()
+    ok: bool | None = None
+    try:
+        result = _verify_export(lines, require_trailer)
+        ok = result.ok
+        return result
+    finally:
+        metrics.observe_verification("export", started, ok)
+
+
+def _verify_export(lines: Iterable[str | bytes], require_trailer: bool) -> VerifyResult:
     stream = _lines(lines)
     first = next(stream, None)
     if first is None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from ledger_support import footprint
 
 from covenant import errors
@@ -534,3 +535,29 @@ def test_finalize_from_report_outside_executing_is_an_illegal_transition(
     with pytest.raises(InvalidTransitionError):
         flow.finalize_from_report(request, token, runner_key.public_key())  # still reserved
     assert ledger.reservation(request.reservation_id).status == "pending"
+
+
+def test_finalize_from_report_fetches_the_key_once(
+    flow: RequestFlow,
+    ledger: Ledger,
+    reputations: dict[uuid.UUID, ReputationState | str],
+    runner_key: Ed25519PrivateKey,
+) -> None:
+    """A key callable (a JWKS fetch) is called once per report, as verify_usage_report does."""
+    request, _ = executing(flow, ledger, reputations)
+    assert request.reservation_id is not None
+    fetches: list[int] = []
+
+    def fetch() -> Ed25519PublicKey:
+        fetches.append(1)
+        return runner_key.public_key()
+
+    hs256 = jwt.encode({"jti": str(uuid.uuid4())}, "s" * 32, algorithm="HS256")
+    with pytest.raises(UsageReportError) as caught:
+        flow.finalize_from_report(request, hs256, fetch)
+    assert caught.value.code is UsageErrorCode.ALGORITHM_REJECTED and fetches == []
+    token = sign_usage_report(
+        runner_key, reservation_id=request.reservation_id, actual_cost_micro=5
+    )
+    flow.finalize_from_report(request, token, fetch)
+    assert request.state is R.FINALIZED and fetches == [1]

@@ -364,6 +364,29 @@ def test_properly_signed_but_unsupported_headers(
     refuse(connector, account, detached, "SIGNATURE_INVALID")
 
 
+def test_the_key_is_never_taken_from_the_header(
+    connector: Connector, target: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    """An attacker signs with its own key and names it in ``jwk``/``jku``/``x5u``/``kid``."""
+    account, rid = target
+    attacker = Ed25519PrivateKey.generate()
+    raw = attacker.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64(raw)}
+    for extra in (
+        {"jwk": jwk},
+        {"jku": "https://attacker.example/jwks.json"},
+        {"x5u": "https://attacker.example/cert.pem"},
+        {"kid": "attacker"},
+        {"jwk": jwk, "kid": "attacker", "jku": "https://attacker.example/jwks.json"},
+    ):
+        h = b64(json.dumps({"alg": "EdDSA", "typ": "JWT", **extra}).encode())
+        body = b64(json.dumps(claims(rid, cost="1")).encode())
+        token = f"{h}.{body}.{b64(attacker.sign(f'{h}.{body}'.encode()))}"
+        refuse(connector, account, token, "SIGNATURE_INVALID")
+
+
 def test_token_must_be_text(connector: Connector, target: tuple[uuid.UUID, uuid.UUID]) -> None:
     account, rid = target
     token = sign_usage_report(PRODUCER, reservation_id=rid, actual_cost_micro=5)
@@ -421,9 +444,17 @@ def test_missing_alg(connector: Connector, target: tuple[uuid.UUID, uuid.UUID]) 
     refuse(connector, account, forge({"typ": "JWT"}, claims(rid)), "ALGORITHM_REJECTED")
 
 
-def test_key_of_another_algorithm(
+# -- KEY_FETCH_FAILED ------------------------------------------------------------------
+
+
+def test_verifier_key_of_another_algorithm_is_transient(
     connector: Connector, target: tuple[uuid.UUID, uuid.UUID]
 ) -> None:
+    """A good EdDSA report, but the *verifier* holds an RSA, Ed448 or private key.
+
+    The report was not judged: the verifier's configuration is wrong, and the
+    same token succeeds once it is fixed, so the producer must not drop it
+    (KEY_FETCH_FAILED, not a permanent ALGORITHM_REJECTED)."""
     account, rid = target
     token = sign_usage_report(PRODUCER, reservation_id=rid, actual_cost_micro=5)
     rsa_pub = rsa.generate_private_key(65537, 2048).public_key()
@@ -432,11 +463,10 @@ def test_key_of_another_algorithm(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     for key in (rsa_pub, ed448_pub, rsa_pem, PRODUCER, lambda: ed448_pub):
-        err = refuse(connector, account, token, "ALGORITHM_REJECTED", key=key)
-        assert "Ed25519" in err.detail
-
-
-# -- KEY_FETCH_FAILED ------------------------------------------------------------------
+        err = refuse(connector, account, token, "KEY_FETCH_FAILED", key=key)
+        assert "Ed25519" in err.detail and err.permanent is False
+    # fixed configuration, same token: accepted
+    assert decode_usage_report(token, PUBLIC).reservation_id == rid
 
 
 def test_key_fetch_failure_is_transient(
@@ -539,6 +569,27 @@ def test_payload_not_a_claims_object(
     refuse(connector, account, signed(payload), "CLAIMS_SCHEMA")
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_json_constants_are_refused_by_the_parser(
+    connector: Connector, target: tuple[uuid.UUID, uuid.UUID], constant: str
+) -> None:
+    """Refused as not JSON, not merely because a float claim fails its schema."""
+    account, rid = target
+    text = json.dumps(claims(rid))[:-1] + f', "note": {constant}}}'
+    err = refuse(connector, account, signed(text.encode()), "CLAIMS_SCHEMA")
+    assert "is not JSON" in err.detail
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-8-sig"])
+def test_claims_are_utf8_only(
+    connector: Connector, target: tuple[uuid.UUID, uuid.UUID], encoding: str
+) -> None:
+    """RFC 7519 7.2: the claims set is UTF-8. json.loads(bytes) would sniff UTF-16/32 and a BOM."""
+    account, _ = target
+    body = json.dumps(claims(uuid.uuid4())).encode(encoding)
+    refuse(connector, account, signed(body), "CLAIMS_SCHEMA")
+
+
 def test_duplicate_claim_names_are_refused(
     connector: Connector, target: tuple[uuid.UUID, uuid.UUID]
 ) -> None:
@@ -572,6 +623,18 @@ def test_clock_checks(connector: Connector, target: tuple[uuid.UUID, uuid.UUID])
     future = datetime.fromtimestamp(now + 3600, UTC)
     with pytest.raises(UsageReportError):
         decode_usage_report(signed(claims(rid)), PUBLIC, clock=lambda: future)
+
+
+def test_exp_at_the_last_second_a_datetime_holds() -> None:
+    """The largest exp the schema allows is 9999-12-31T23:59:59Z; the leeway must not
+    overflow it into a bare OverflowError (every refusal is a UsageReportError)."""
+    rid = uuid.uuid4()
+    last = 253402300799
+    assert decode_usage_report(signed(claims(rid, exp=last)), PUBLIC).exp == last
+    late = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    with pytest.raises(UsageReportError) as exc:
+        decode_usage_report(signed(claims(rid, exp=last - 60)), PUBLIC, clock=lambda: late)
+    assert exc.value.code == "CLAIMS_SCHEMA" and "expired" in exc.value.detail
 
 
 def test_extra_claims_are_ignored() -> None:
