@@ -1,7 +1,8 @@
 """``covenant``: the command line.
 
 Exit codes: 0 success; 1 a refused or failed operation (one line on stderr
-says why); 2 bad usage.
+says why); 2 bad usage. ``covenant contract validate`` names the contract's
+failure mode with its own code, 3..8 (docs/contracts.md).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import psycopg_pool
 
 from covenant import embedded
 from covenant.audit import AuditTrail
+from covenant.catalogue import ReputationState
 from covenant.config import env_example, load_settings
+from covenant.contracts import ContractError, as_state, cli_validate, load_contract
 from covenant.db import Connector
 from covenant.demo import print_installation, run_demo
 from covenant.errors import CovenantError
@@ -153,6 +156,27 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"covenant demo: error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _contract(args: argparse.Namespace) -> int:
+    if args.contract_command == "validate":
+        return cli_validate(args.file, as_override=args.as_override)
+    try:
+        contract = load_contract(args.file)
+    except ContractError as exc:
+        print(f"covenant contract: {exc.mode}: {exc.detail}", file=sys.stderr)
+        return exc.exit_code
+    states = [as_state(args.state)] if args.state else list(ReputationState)
+    document = {
+        state.value: _sorted_lists(contract.surface(state).model_dump(mode="json"))
+        for state in states
+    }
+    print(json.dumps(document, indent=2))
+    return 0
+
+
+def _sorted_lists(document: dict[str, object]) -> dict[str, object]:
+    return {k: sorted(v) if isinstance(v, list) else v for k, v in document.items()}
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -451,6 +475,38 @@ def _add_audit_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.set_defaults(func=_export)
 
 
+def _add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("contract", help="dynamic contracts")
+    csub = p.add_subparsers(dest="contract_command", required=True)
+    val = csub.add_parser(
+        "validate", help="the pre-deploy gate: exit 0 valid, 3..8 the failure mode"
+    )
+    val.add_argument("file")
+    val.add_argument(
+        "--as-override",
+        action="store_true",
+        help="also apply this environment's override rules (exit 7 if not allowed)",
+    )
+    show = csub.add_parser("show", help="print the surfaces of the effective contract")
+    show.add_argument("--file", help="a contract file (an override: the override rules apply)")
+    show.add_argument(
+        "--state",
+        choices=[state.value for state in ReputationState],
+        help="only this reputation state's surface",
+    )
+    p.set_defaults(func=_contract)
+
+    p = sub.add_parser(
+        "serve", help="serve /health, /health/governance and /metrics until SIGTERM/SIGINT"
+    )
+    p.add_argument("--database-url", help="default: $COVENANT_DATABASE_URL")
+    p.add_argument(
+        "--port", type=int, help="default: $COVENANT_METRICS_PORT (9464); 0 picks a free port"
+    )
+    p.add_argument("--host", help="default: $COVENANT_SERVE_HOST (127.0.0.1)")
+    p.set_defaults(func=_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="covenant", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -514,15 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     invariants.add_argument("--database-url")
     p.set_defaults(func=_ledger)
 
-    p = sub.add_parser(
-        "serve", help="serve /health, /health/governance and /metrics until SIGTERM/SIGINT"
-    )
-    p.add_argument("--database-url", help="default: $COVENANT_DATABASE_URL")
-    p.add_argument(
-        "--port", type=int, help="default: $COVENANT_METRICS_PORT (9464); 0 picks a free port"
-    )
-    p.add_argument("--host", help="default: $COVENANT_SERVE_HOST (127.0.0.1)")
-    p.set_defaults(func=_serve)
+    _add_service_commands(sub)
 
     p = sub.add_parser("demo", help="migrate and run the demo scenario")
     p.add_argument("--database-url")

@@ -35,6 +35,9 @@ class SettingSpec:
     minimum: int | None = None
     maximum: int | None = None
     choices: tuple[str, ...] = ()
+    # A choice that is set but not recognised falls back to this instead of
+    # the default (fail closed: a mistyped COVENANT_ENV is production).
+    invalid_choice: str | None = None
 
     @property
     def field(self) -> str:
@@ -67,8 +70,10 @@ SPECS: tuple[SettingSpec, ...] = (
         "COVENANT_ENV",
         "choice",
         "development",
-        "Deployment environment; `production` forbids contract overrides.",
+        "Deployment environment; `production` forbids contract overrides. "
+        "An unrecognised value is treated as production (fail closed).",
         choices=("development", "test", "staging", "production"),
+        invalid_choice="production",
     ),
     SettingSpec(
         "COVENANT_HOME",
@@ -274,14 +279,15 @@ def parse_choice(spec: SettingSpec, raw: str) -> str:
     for choice in spec.choices:
         if text.lower() == choice.lower():
             return choice
+    fallback = spec.default if spec.invalid_choice is None else spec.invalid_choice
     log.warning(
-        "%s=%r is not one of %s; using the default %s",
+        "%s=%r is not one of %s; using %s",
         spec.name,
         raw,
         "|".join(spec.choices),
-        spec.default,
+        fallback,
     )
-    return str(spec.default)
+    return str(fallback)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

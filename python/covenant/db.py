@@ -58,6 +58,9 @@ class Connector:
             },
             open=False,
             connection_class=psycopg.Connection,
+            # How long a caller waits for a pooled connection before failing
+            # (PoolTimeout): bounded like a new connection, not psycopg_pool's 30 s.
+            timeout=self.settings.connect_timeout_s,
         )
         self.stats = RetryStats()
         self._lock = threading.Lock()

@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from psycopg.rows import dict_row
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
 
-from covenant import errors
+from covenant import errors, metrics
 from covenant.db import Connector
 from covenant.governance import is_actor_id
 from covenant.ledger import Reservation
@@ -435,7 +435,31 @@ def verify_usage_report(
     ``clock`` returns an aware datetime; ``leeway`` is allowed clock skew.
 
     Raises :class:`UsageReportError`; nothing is written when it does.
+
+    Counted in ``covenant_usage_reports_total{outcome}`` (``ok``, the code,
+    or ``other`` for an error that is not a report's fault).
     """
+    try:
+        report = _verify(conn, token, public_key, actor_id=actor_id, clock=clock, leeway=leeway)
+    except UsageReportError as exc:
+        metrics.record_usage_report(exc.code)
+        raise
+    except Exception:
+        metrics.record_usage_report("other")
+        raise
+    metrics.record_usage_report(None)
+    return report
+
+
+def _verify(
+    conn: Connector | psycopg.Connection[Any],
+    token: str,
+    public_key: PublicKeySource,
+    *,
+    actor_id: str,
+    clock: Callable[[], datetime] | None,
+    leeway: timedelta,
+) -> VerifiedUsageReport:
     if not is_actor_id(actor_id):
         raise errors.InvalidArgument(f"malformed actor_id {actor_id!r}")
     claims = decode_usage_report(token, public_key, clock=clock, leeway=leeway)

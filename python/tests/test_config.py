@@ -9,6 +9,7 @@ import pytest
 from conftest import ROOT
 
 from covenant.config import BY_NAME, SPECS, Settings, env_example, load_settings
+from covenant.contracts import ContractOverrideNotAllowedError, load_contract
 
 
 def test_defaults() -> None:
@@ -88,8 +89,26 @@ def test_booleans(raw: str, expected: bool) -> None:
 def test_choices(caplog: pytest.LogCaptureFixture) -> None:
     assert load_settings({"COVENANT_ENV": "PRODUCTION"}).env == "production"
     with caplog.at_level(logging.WARNING, logger="covenant.config"):
-        assert load_settings({"COVENANT_ENV": "prod"}).env == "development"
-    assert "not one of" in caplog.text
+        assert load_settings({"COVENANT_LOG_LEVEL": "loud"}).log_level == "INFO"
+    assert "not one of" in caplog.text and "using INFO" in caplog.text
+
+
+def test_a_mistyped_environment_fails_closed_to_production(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="covenant.config"):
+        assert load_settings({"COVENANT_ENV": "prod"}).env == "production"
+    assert "using production" in caplog.text
+    # ... so an override allowed by the flag is still refused there
+    settings = load_settings(
+        {
+            "COVENANT_ENV": "prodcution",
+            "COVENANT_ALLOW_CONTRACT_OVERRIDE": "true",
+            "COVENANT_CONTRACT_PATH": "/etc/covenant/contract.json",
+        }
+    )
+    with pytest.raises(ContractOverrideNotAllowedError):
+        load_contract(settings=settings)
 
 
 def test_settings_model_and_specs_list_the_same_variables() -> None:

@@ -32,7 +32,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ledger_support import footprint
 
-from covenant import errors
+from covenant import errors, metrics
 from covenant.db import Connector
 from covenant.ledger import Ledger
 from covenant.money import BIGINT_MAX
@@ -883,3 +883,23 @@ def test_environment_failures_are_not_report_verdicts(
         with pytest.raises(errors.InvalidArgument):
             verify_usage_report(connector, token, PUBLIC, actor_id=actor)
     assert state(connector, account) == before
+
+
+def test_outcomes_are_counted_in_the_metrics(
+    connector: Connector, ledger: Ledger, target: tuple[uuid.UUID, uuid.UUID]
+) -> None:
+    def count(outcome: str) -> float:
+        return metrics.sample("covenant_usage_reports_total", outcome=outcome)
+
+    account = funded(ledger)
+    rid = ledger.reserve(account, RESERVED, HOUR, actor_id=SVC)
+    token = sign_usage_report(PRODUCER, reservation_id=rid, actual_cost_micro=1)
+    ok, replay, invalid = count("ok"), count("REPLAY"), count("SIGNATURE_INVALID")
+    verify_usage_report(connector, token, PUBLIC)
+    refuse(connector, account, token, UsageErrorCode.REPLAY)
+    refuse(connector, target[0], "not.a.token", UsageErrorCode.SIGNATURE_INVALID)
+    assert (count("ok"), count("REPLAY"), count("SIGNATURE_INVALID")) == (
+        ok + 1,
+        replay + 1,
+        invalid + 1,
+    )
