@@ -1,18 +1,26 @@
 """The demo: migrate a database, show what covenant installed, and tell a story.
 
-``make demo`` runs it against the embedded cluster: a ledger scenario
-(accounts, allocations, reservations finalized partly, one expired, a
-transfer, a revenue distribution, a refused overspend, reconciliation), then
-the audit trail (appends, verification, a superuser tamper caught and the
-quarantine refusing the next append).
+``make demo`` runs it against the embedded cluster, one story end to end:
+accounts and allocations; the shipped dynamic contract resolving surfaces by
+reputation; a request denied for a capability before anything is reserved;
+reservations settled by Ed25519-signed usage reports (a replay and an
+overspend refused); a reservation expiring; reputation events moving an
+agent up, and a downgrade pushed by NOTIFY invalidating its surface at once;
+a revenue distribution; ``reconcile()`` all ok and the audit chain verified;
+then a superuser tamper caught, the quarantine refusing the next append, and
+``covenant serve``'s endpoints reporting it.
 """
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -29,6 +37,7 @@ from covenant.money import MicroUSD
 from covenant.reputation import ReputationListener, ReputationResolver
 from covenant.reputation_events import ReputationEventRouter, parse_event
 from covenant.requests import GovernedRequest, RequestFlow, RequestIntent, SurfaceDenied
+from covenant.serve import HealthServer
 from covenant.usage import UsageReportError, sign_usage_report, verify_usage_report
 
 
@@ -398,6 +407,40 @@ def audit_story(url: str) -> None:
             audit.append(domain, "credit.reserved", "service:ledger", {"amount_micro": "1"})
         except AuditQuarantine as exc:
             print(f"  the next append is refused: {exc.code} {exc.message}")
+    with HealthServer(url, 0, host="127.0.0.1") as server:
+        print(f"\n== covenant serve (here on {server.url})")
+        status, health = _get(f"{server.url}/health")
+        database = health["dependencies"]["database"]
+        print(
+            f"  GET /health -> {status} {health['status']}: database reachable="
+            f"{database['reachable']}, migrations current={database['migrations']['current']}"
+        )
+        status, governance = _get(f"{server.url}/health/governance")
+        mine = [d for d in governance["quarantine"]["domains"] if d["domain_tag"] == domain]
+        print(
+            f"  GET /health/governance -> {status}: {len(governance['quarantine']['domains'])} "
+            f"quarantined domain(s), {domain} {mine[0]['state'] if mine else '?'}; "
+            f"partitions {governance['partitions']['months_ahead']} months ahead"
+        )
+        status, text = _get(f"{server.url}/metrics", raw=True)
+        series = [
+            line
+            for line in text.decode().splitlines()
+            if line.startswith(("covenant_usage_reports_total{", "covenant_audit_quarantined"))
+        ]
+        print(f"  GET /metrics -> {status}, Prometheus text; among its series:")
+        for line in series:
+            print(f"    {line}")
+
+
+def _get(url: str, *, raw: bool = False) -> tuple[int, Any]:
+    """GET a local serve endpoint: (status, parsed JSON body) — also for a 503."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - our own http URL
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    return status, body if raw else json.loads(body)
 
 
 def run_demo(url: str) -> None:

@@ -35,6 +35,9 @@ def test_the_demo_tells_the_whole_story(
         r"entries, ok=True \(one per mutation\)",
         r"verify_audit_chain: ok=False, first bad seq 3",
         r"the next append is refused: CV001 AUDIT_QUARANTINE",
+        r"GET /health -> 200 ok: database reachable=True, migrations current=True",
+        r"GET /health/governance -> 503: \d+ quarantined domain\(s\), orders:demo-\w+ open",
+        r'covenant_usage_reports_total\{outcome="REPLAY"\} [1-9][0-9]*\.0',
     ]
     missing = [b for b in beats if not re.search(b, out)]
     assert missing == [], out
