@@ -78,8 +78,18 @@ class Connector:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def run(self, work: Callable[[Conn], T], *, conn: Conn | None = None) -> T:
-        """Run ``work`` in a transaction, retried on serialization failure/deadlock."""
+    def run(
+        self, work: Callable[[Conn], T], *, conn: Conn | None = None, single: bool = False
+    ) -> T:
+        """Run ``work`` in a transaction, retried on serialization failure/deadlock.
+
+        ``single``: ``work`` sends exactly one statement, which is then sent in
+        autocommit mode: the statement is its own transaction, without the
+        BEGIN and COMMIT round trips. Besides the latency, this matters for
+        the locks a covenant function takes (an audit domain's, an account's):
+        they are held until commit, and a COMMIT sent from the client comes a
+        round trip — and, under load, a scheduling delay — later.
+        """
         if conn is not None:
             try:
                 return work(conn)
@@ -88,6 +98,8 @@ class Connector:
         attempts = self.settings.retry_max_attempts
         for attempt in range(1, attempts + 1):
             try:
+                if single:
+                    return self._autocommit(work)
                 with self.pool.connection() as pooled, pooled.transaction():
                     return work(pooled)
             except psycopg.Error as exc:
@@ -104,6 +116,16 @@ class Connector:
                 raise translate(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _autocommit(self, work: Callable[[Conn], T]) -> T:
+        with self.pool.connection() as pooled:
+            pooled.autocommit = True  # a client-side flag: no round trip
+            try:
+                return work(pooled)
+            finally:
+                # Idle unless the connection broke (the pool then discards it).
+                if pooled.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                    pooled.autocommit = False
+
     def _backoff(self, attempt: int) -> float:
         cap = self.settings.retry_base_delay_ms * (2 ** (attempt - 1)) / 1000
         return random.uniform(0, cap)  # noqa: S311 - jitter, not cryptography
@@ -115,7 +137,7 @@ class Connector:
         *,
         conn: Conn | None = None,
     ) -> None:
-        self.run(lambda c: c.execute(query, params), conn=conn)
+        self.run(lambda c: c.execute(query, params), conn=conn, single=True)
 
     def fetch_one(
         self,
@@ -124,7 +146,7 @@ class Connector:
         *,
         conn: Conn | None = None,
     ) -> dict[str, Any] | None:
-        return self.run(lambda c: c.execute(query, params).fetchone(), conn=conn)
+        return self.run(lambda c: c.execute(query, params).fetchone(), conn=conn, single=True)
 
     def fetch_all(
         self,
@@ -133,4 +155,4 @@ class Connector:
         *,
         conn: Conn | None = None,
     ) -> list[dict[str, Any]]:
-        return self.run(lambda c: c.execute(query, params).fetchall(), conn=conn)
+        return self.run(lambda c: c.execute(query, params).fetchall(), conn=conn, single=True)
