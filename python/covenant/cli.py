@@ -378,7 +378,7 @@ def _export(args: argparse.Namespace) -> int:
         return 2
 
     def run(audit: AuditTrail) -> int:
-        with audit.db.pool.connection() as conn:
+        with audit.db.pool.connection() as conn, conn.transaction():
             if args.partition:
                 try:
                     lines = list(export_partition(conn, args.partition))

@@ -55,6 +55,9 @@ class Connector:
                 "row_factory": dict_row,
                 "connect_timeout": self.settings.connect_timeout_s,
                 "application_name": "covenant",
+                # Single statements go as they are (their own transaction);
+                # everything else runs in ``conn.transaction()`` (BEGIN ... COMMIT).
+                "autocommit": True,
             },
             open=False,
             connection_class=psycopg.Connection,
@@ -98,10 +101,11 @@ class Connector:
         attempts = self.settings.retry_max_attempts
         for attempt in range(1, attempts + 1):
             try:
-                if single:
-                    return self._autocommit(work)
-                with self.pool.connection() as pooled, pooled.transaction():
-                    return work(pooled)
+                with self.pool.connection() as pooled:
+                    if single:
+                        return work(pooled)
+                    with pooled.transaction():
+                        return work(pooled)
             except psycopg.Error as exc:
                 if exc.sqlstate in RETRYABLE_SQLSTATES and attempt < attempts:
                     with self._lock:
@@ -115,16 +119,6 @@ class Connector:
                     metrics.record_retry(exc.sqlstate, exhausted=True)
                 raise translate(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _autocommit(self, work: Callable[[Conn], T]) -> T:
-        with self.pool.connection() as pooled:
-            pooled.autocommit = True  # a client-side flag: no round trip
-            try:
-                return work(pooled)
-            finally:
-                # Idle unless the connection broke (the pool then discards it).
-                if pooled.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-                    pooled.autocommit = False
 
     def _backoff(self, attempt: int) -> float:
         cap = self.settings.retry_base_delay_ms * (2 ** (attempt - 1)) / 1000
