@@ -98,10 +98,13 @@ class JwtHint:
     """A reputation state claimed by an already verified JWT, with its ``iat``.
 
     Verifying the token is the caller's job; this is only the claim.
+    ``subject`` is the token's ``sub``: when set, the hint is used only for
+    the agent whose id it names (a token of agent A never seeds B's entry).
     """
 
     state: ReputationState
     issued_at: float  # ``iat``: seconds since the epoch (wall clock)
+    subject: str | None = None
 
     @classmethod
     def from_claims(
@@ -128,7 +131,11 @@ class JwtHint:
         if not math.isfinite(issued_at):
             _malformed_hint("iat missing or not a finite number")
             return None
-        return cls(state, issued_at)
+        subject = claims.get("sub")
+        if subject is not None and not isinstance(subject, str):
+            _malformed_hint("sub is not a string")
+            return None
+        return cls(state, issued_at, subject)
 
 
 def _malformed_hint(reason: str) -> None:
@@ -338,7 +345,9 @@ class ReputationResolver:
         wall = self._wall()
         age = wall - hint.issued_at
         inv = self._invalidations.get(agent)
-        if not self._push_live:
+        if hint.subject is not None and hint.subject.lower() != str(agent):
+            reason = "the token names another agent"
+        elif not self._push_live:
             reason = "push notifications not being received"
         elif (
             now < self._hints_blocked_until

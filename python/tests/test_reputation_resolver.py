@@ -410,6 +410,19 @@ def test_a_wall_clock_stepped_back_does_not_reopen_the_hint_block(
     assert fetch.calls == 2
 
 
+def test_a_hint_naming_another_agent_is_not_used(
+    resolver: ReputationResolver, fetch: CountingFetch, clock: FakeClock
+) -> None:
+    fetch.down = True  # so that only the hint could answer
+    agent, other = uuid.uuid4(), uuid.uuid4()
+    foreign = JwtHint(WARMING, clock.wall - 5, str(other))
+    got = resolver.resolve(agent, hint=foreign)
+    assert (got.state, got.source) == (COLD, "fallback-cold")
+    own = JwtHint(WARMING, clock.wall - 5, str(agent).upper())  # uuid text in any case
+    got = resolver.resolve(agent, hint=own)
+    assert (got.state, got.source) == (WARMING, "jwt")
+
+
 def test_database_down_with_a_fresh_jwt_serves_it_and_a_stale_one_is_cold(
     resolver: ReputationResolver, fetch: CountingFetch, clock: FakeClock
 ) -> None:
@@ -428,6 +441,9 @@ def test_jwt_claims_are_parsed_strictly(caplog: pytest.LogCaptureFixture) -> Non
         WARMING, 1_700_000_000.0
     )
     assert JwtHint.from_claims({"sub": "x", "iat": 1}) is None
+    assert JwtHint.from_claims(
+        {"reputation_state": "warming", "iat": 1, "sub": "00000000-0000-0000-0000-000000000001"}
+    ) == JwtHint(WARMING, 1.0, "00000000-0000-0000-0000-000000000001")
     with caplog.at_level(logging.WARNING, logger="covenant.reputation"):
         for claims in (
             {"reputation_state": "godlike", "iat": 1},
@@ -436,9 +452,10 @@ def test_jwt_claims_are_parsed_strictly(caplog: pytest.LogCaptureFixture) -> Non
             {"reputation_state": "warming", "iat": "1700000000"},
             {"reputation_state": "warming", "iat": float("nan")},
             {"reputation_state": "warming", "iat": 10**400},  # JSON ints are unbounded
+            {"reputation_state": "warming", "iat": 1, "sub": 42},
         ):
             assert JwtHint.from_claims(claims) is None
-    assert len(caplog.records) == 6
+    assert len(caplog.records) == 7
 
 
 # -- pushes: invalidation, the race, the listener --------------------------------
