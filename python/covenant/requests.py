@@ -258,6 +258,10 @@ class RequestFlow:
         RESERVATION_UNKNOWN, checked before the database is touched). Raises
         :class:`~covenant.usage.UsageReportError` and leaves the request
         executing when the report is refused. A key callable is called once.
+
+        Sending the same report again after a commit whose acknowledgement
+        was lost is safe: a REPLAY of this report's ``jti`` that was redeemed
+        on this request's reservation with this cost settles the request.
         """
         request.check(RequestState.FINALIZED)
         assert request.reservation_id is not None  # executing implies reserved
@@ -269,10 +273,33 @@ class RequestFlow:
                 f"the report is for reservation {claims.reservation_id}, "
                 f"not this request's {request.reservation_id}",
             )
-        report = verify_usage_report(self.ledger.db, token, public_key, actor_id=self.actor_id)
-        request.settled = report.reservation
+        try:
+            report = verify_usage_report(self.ledger.db, token, public_key, actor_id=self.actor_id)
+        except UsageReportError as exc:
+            if exc.code is not UsageErrorCode.REPLAY or not self._redeemed_for(
+                request.reservation_id, claims.jti, claims.actual_cost_micro
+            ):
+                raise
+            log.info(
+                "request %s: its usage report was already redeemed (a retry): finalized",
+                request.intent.request_id,
+                extra={"request_id": str(request.intent.request_id)},
+            )
+            request.settled = self.ledger.reservation(request.reservation_id)
+        else:
+            request.settled = report.reservation
         request.move(RequestState.FINALIZED)
         return request
+
+    def _redeemed_for(self, reservation_id: uuid.UUID, jti: uuid.UUID, actual: int) -> bool:
+        row = self.ledger.db.fetch_one(
+            "SELECT reservation_id, actual_micro FROM covenant.usage_tokens WHERE jti = %s",
+            [jti],
+        )
+        return row is not None and (row["reservation_id"], row["actual_micro"]) == (
+            reservation_id,
+            actual,
+        )
 
     def fail(self, request: GovernedRequest, reason: str) -> GovernedRequest:
         """→ failed, releasing the reservation if one is held."""

@@ -34,7 +34,12 @@ from covenant.requests import (
     SchemaDenied,
     SurfaceDenied,
 )
-from covenant.usage import UsageErrorCode, UsageReportError, sign_usage_report
+from covenant.usage import (
+    UsageErrorCode,
+    UsageReportError,
+    sign_usage_report,
+    verify_usage_report,
+)
 
 SVC = "service:gateway"
 FUNDS = 50_000_000  # 50 USD
@@ -561,3 +566,53 @@ def test_finalize_from_report_fetches_the_key_once(
     )
     flow.finalize_from_report(request, token, fetch)
     assert request.state is R.FINALIZED and fetches == [1]
+
+
+def test_resending_a_report_whose_commit_was_not_acknowledged_settles_the_request(
+    flow: RequestFlow,
+    ledger: Ledger,
+    connector: Connector,
+    reputations: dict[uuid.UUID, ReputationState | str],
+    runner_key: Ed25519PrivateKey,
+) -> None:
+    request, account = executing(flow, ledger, reputations)
+    assert request.reservation_id is not None
+    token = sign_usage_report(
+        runner_key, reservation_id=request.reservation_id, actual_cost_micro=123_456
+    )
+    # The first attempt committed, but the gateway never saw the answer.
+    verify_usage_report(connector, token, runner_key.public_key(), actor_id=SVC)
+    before = footprint(connector, account)
+    flow.finalize_from_report(request, token, runner_key.public_key())
+    assert request.state is R.FINALIZED
+    assert request.settled is not None and request.settled.consumed_micro == 123_456
+    assert footprint(connector, account) == before  # nothing applied twice
+
+
+def test_another_report_for_a_settled_reservation_is_still_refused(
+    flow: RequestFlow,
+    ledger: Ledger,
+    connector: Connector,
+    reputations: dict[uuid.UUID, ReputationState | str],
+    runner_key: Ed25519PrivateKey,
+) -> None:
+    request, account = executing(flow, ledger, reputations)
+    assert request.reservation_id is not None
+    first = sign_usage_report(
+        runner_key, reservation_id=request.reservation_id, actual_cost_micro=5
+    )
+    verify_usage_report(connector, first, runner_key.public_key(), actor_id=SVC)
+    before = footprint(connector, account)
+    # A different report (another jti and cost), and the same jti replayed by another request.
+    second = sign_usage_report(
+        runner_key, reservation_id=request.reservation_id, actual_cost_micro=6
+    )
+    with pytest.raises(UsageReportError) as caught:
+        flow.finalize_from_report(request, second, runner_key.public_key())
+    assert caught.value.code is UsageErrorCode.RESERVATION_UNKNOWN  # CV013: already finalized
+    assert request.state is R.EXECUTING
+    other, _ = executing(flow, ledger, reputations)
+    with pytest.raises(UsageReportError) as caught:
+        flow.finalize_from_report(other, first, runner_key.public_key())
+    assert caught.value.code is UsageErrorCode.RESERVATION_UNKNOWN  # not its reservation
+    assert footprint(connector, account) == before
