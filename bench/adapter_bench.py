@@ -31,10 +31,11 @@ import time
 from pathlib import Path
 
 import psycopg
+from audit_bench import group_commit  # bench/ is on sys.path when run as a script
 from psycopg.types.json import Jsonb
 
 from covenant import embedded
-from covenant.audit import AuditTrail, GroupCommitAppender
+from covenant.audit import AuditTrail
 from covenant.config import load_settings
 from covenant.db import Connector
 from covenant.migrate import migrate
@@ -130,36 +131,6 @@ def pgbench_appends(url: str, domains: int, seconds: float) -> dict[str, float]:
     if tps is None:
         raise SystemExit(f"pgbench failed: {out.stderr.strip()[-400:]}")
     return {"per_s": float(tps.group(1)), "latency_avg_ms": float(lat.group(1)) if lat else -1.0}
-
-
-def group_commit(url: str, callers: int, seconds: float) -> dict[str, float]:
-    settings = load_settings({"COVENANT_POOL_MAX_SIZE": "4"})
-    count = 0
-    lock = threading.Lock()
-    with (
-        Connector(settings, database_url=url) as db,
-        GroupCommitAppender(db, max_batch=5000, workers=2) as appender,
-    ):
-        stop = time.monotonic() + seconds
-
-        def caller() -> None:
-            nonlocal count
-            n = 0
-            while time.monotonic() < stop:
-                appender.append("orders:group", "bench", ACTOR, PAYLOAD)
-                n += 1
-            with lock:
-                count += n
-
-        threads = [threading.Thread(target=caller) for _ in range(callers)]
-        started = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - started
-        mean_batch = appender.stats.mean_batch
-    return {"per_s": round(count / elapsed, 1), "mean_batch": round(mean_batch, 1)}
 
 
 def main() -> None:

@@ -185,14 +185,15 @@ def bench_batches(url: str, results: dict[str, object]) -> None:
         print(f"{'batch API, ' + str(size) + ' per call':<34} {per_s} entries/s", flush=True)
 
 
-def bench_group_commit(url: str, seconds: float, results: dict[str, object]) -> None:
+def group_commit(url: str, callers: int, seconds: float) -> dict[str, float]:
+    """``callers`` threads append through one ``GroupCommitAppender`` (durable acks)."""
     settings = load_settings({"COVENANT_POOL_MAX_SIZE": "4"})
+    count = 0
+    lock = threading.Lock()
     with (
         Connector(settings, database_url=url) as db,
         GroupCommitAppender(db, max_batch=5000, workers=2) as appender,
     ):
-        count = 0
-        lock = threading.Lock()
         stop = time.monotonic() + seconds
 
         def caller() -> None:
@@ -204,18 +205,19 @@ def bench_group_commit(url: str, seconds: float, results: dict[str, object]) -> 
             with lock:
                 count += n
 
-        threads = [threading.Thread(target=caller) for _ in range(200)]
+        threads = [threading.Thread(target=caller) for _ in range(callers)]
         started = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - started
-        row = {
-            "entries_per_s": round(count / elapsed),
-            "mean_batch": round(appender.stats.mean_batch, 1),
-            "callers": 200,
-        }
+        mean_batch = appender.stats.mean_batch
+    return {"per_s": round(count / elapsed, 1), "mean_batch": round(mean_batch, 1)}
+
+
+def bench_group_commit(url: str, seconds: float, results: dict[str, object]) -> None:
+    row = {**group_commit(url, 200, seconds), "callers": 200}
     results["group commit, 200 callers, 1 domain"] = row
     print(f"{'group commit, 200 callers, 1 domain':<34} {json.dumps(row)}", flush=True)
 

@@ -101,18 +101,6 @@ LOCK_TYPES: Final = (
     "other",
 )
 
-# SPEC §5: the codes of covenant.usage.UsageReportError.
-USAGE_REPORT_CODES: Final = frozenset(
-    {
-        "SIGNATURE_INVALID",
-        "ALGORITHM_REJECTED",
-        "CLAIMS_SCHEMA",
-        "RESERVATION_UNKNOWN",
-        "OVERSPEND",
-        "REPLAY",
-        "KEY_FETCH_FAILED",
-    }
-)
 
 BUILD: Final = Info("covenant_build", "The covenant package version.", registry=REGISTRY)
 BUILD.info({"version": __version__})
@@ -298,9 +286,11 @@ def observe_verification(source: str, started: float, ok: bool | None) -> None:
 
 def record_usage_report(code: str | None) -> None:
     """A usage report was verified (``None``) or refused with ``code``."""
+    from covenant.usage import UsageErrorCode  # noqa: PLC0415 - usage imports this module
+
     if code is None:
         outcome = "ok"
-    elif code in USAGE_REPORT_CODES:
+    elif code in UsageErrorCode.__members__:
         outcome = code
     else:
         outcome = "other"
