@@ -315,8 +315,12 @@ def _measured(operation: str, method: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         attributes: dict[str, Any] = {}
         if telemetry.enabled():
-            bound = signature.bind_partial(*args, **kwargs)
-            attributes = {k: v for k, v in bound.arguments.items() if k != "self"}
+            try:
+                bound = signature.bind_partial(*args, **kwargs)
+            except TypeError:  # a bad call: the method itself raises it, counted and traced
+                pass
+            else:
+                attributes = {k: v for k, v in bound.arguments.items() if k != "self"}
         with telemetry.span(span_name, **attributes) as span:
             started = time.perf_counter()
             outcome = "ok"

@@ -10,7 +10,8 @@ but ``/metrics``):
   unreachable) 503.
 * ``/health/governance`` — quarantine breakers that are not closed, audit
   partition headroom and DEFAULT-partition rows, the last reconciliation
-  (run in the background every ``COVENANT_RECONCILE_INTERVAL_S``). 503 when
+  (run in the background every ``COVENANT_RECONCILE_INTERVAL_S``; a run
+  that could not complete is retried after ``RECONCILE_RETRY_S``). 503 when
   a breaker is open or half_open, the headroom is under 2 months, the last
   reconciliation found a failing invariant or could not run, or the
   database cannot be read.
@@ -19,7 +20,10 @@ but ``/metrics``):
 
 Every database read of a request runs in one transaction with
 ``statement_timeout`` and a pool wait of ``COVENANT_HEALTH_TIMEOUT_S``, so
-a slow or dead database answers ``down`` instead of hanging the probe.
+a slow or dead database answers ``down`` instead of hanging the probe; a
+request waits for a gauge refresh already in progress at most as long.
+Each read and write of a connection is bounded by the same timeout: a
+client that sends nothing, or stops reading, is dropped.
 
 Shutdown (:meth:`HealthServer.shutdown`, and SIGTERM/SIGINT under
 :func:`run_server`): stop accepting (the listening socket is closed, so new
@@ -58,6 +62,7 @@ __all__ = ["HealthServer", "Response", "run_server", "serve"]
 log = logging.getLogger("covenant.serve")
 
 MIN_PARTITION_MONTHS: Final = 2  # SPEC §8: at least 2 months of partitions ahead
+RECONCILE_RETRY_S: Final = 5.0  # after a reconciliation that could not run (interval if shorter)
 ROUTES: Final = ("/health", "/health/governance", "/metrics")
 JSON_TYPE: Final = "application/json; charset=utf-8"
 
@@ -107,6 +112,12 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300]
 
 
+# Control characters (C0, DEL, C1) and the backslash, escaped as http.server's own log does.
+_CONTROL_CHARS: Final = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
+    ord("\\"): "\\\\"
+}
+
+
 class _HTTPServer(ThreadingHTTPServer):
     """A threading server that counts requests in flight, so shutdown can drain them."""
 
@@ -135,6 +146,10 @@ class _HTTPServer(ThreadingHTTPServer):
         finally:
             self._done()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that resets or hangs up mid-response: a log line, not a traceback on stderr
+        log.debug("connection from %s failed", client_address, exc_info=True)
+
     def _done(self) -> None:
         with self._idle:
             self._in_flight -= 1
@@ -157,13 +172,19 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""  # no Python version in the Server header
     protocol_version = "HTTP/1.0"  # one request per connection: in flight = connection
 
-    def do_GET(self) -> None:
-        self._answer(send_body=True)
+    def setup(self) -> None:
+        # Every read and write of the connection is bounded: a client that sends
+        # nothing (or stops reading) is dropped instead of holding a thread, and
+        # the shutdown, forever.
+        super().setup()
+        self.connection.settimeout(self.server.app.timeout_s)
 
-    def do_HEAD(self) -> None:
-        self._answer(send_body=False)
-
-    def _refuse(self) -> None:
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.command in ("GET", "HEAD"):
+            return True
+        # any other method, known to http.server or not (TRACE, CONNECT, FOO): 405
         self._send(
             Response.json(
                 HTTPStatus.METHOD_NOT_ALLOWED,
@@ -172,21 +193,22 @@ class _Handler(BaseHTTPRequestHandler):
             ),
             send_body=True,
         )
+        return False
 
-    def do_POST(self) -> None:
-        self._refuse()
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (400, 414, 431, 505, ...): JSON like ours, not HTML."""
+        self.log_error("code %d, message %s", code, message)
+        self.close_connection = True
+        self.request_version = self.protocol_version  # a status line even before one is parsed
+        status = HTTPStatus(code)
+        body = Response.json(status, {"error": status.name.lower()})
+        self._send(body, send_body=self.command != "HEAD")
 
-    def do_PUT(self) -> None:
-        self._refuse()
+    def do_GET(self) -> None:
+        self._answer(send_body=True)
 
-    def do_PATCH(self) -> None:
-        self._refuse()
-
-    def do_DELETE(self) -> None:
-        self._refuse()
-
-    def do_OPTIONS(self) -> None:
-        self._refuse()
+    def do_HEAD(self) -> None:
+        self._answer(send_body=False)
 
     def _answer(self, *, send_body: bool) -> None:
         path = urlsplit(self.path).path
@@ -214,7 +236,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(response.body)
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
+        # the request line is the client's: no raw control characters into the log
+        log.debug("%s %s", self.address_string(), (format % args).translate(_CONTROL_CHARS))
 
 
 class HealthServer:
@@ -243,6 +266,7 @@ class HealthServer:
             if reconcile_interval_s is None
             else reconcile_interval_s
         )
+        self.reconcile_retry_s = min(RECONCILE_RETRY_S, self.reconcile_interval_s)
         self.grace_s = float(self.settings.shutdown_grace_s if grace_s is None else grace_s)
         self.timeout_s = float(self.settings.health_timeout_s if timeout_s is None else timeout_s)
         self.db = Connector(self.settings, database_url=database_url)
@@ -315,7 +339,7 @@ class HealthServer:
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self.db.close()
-        telemetry.shutdown()
+        telemetry.shutdown(max(1.0, deadline - time.monotonic()))
         log.info("stopped")
         return drained
 
@@ -416,13 +440,21 @@ class HealthServer:
     # -- /health/governance ----------------------------------------------------
 
     def _refresh(self) -> metrics.DatabaseState:
-        with self._refresh_lock:  # one refresh at a time; concurrent scrapes queue
-            try:
-                with self._transaction() as conn:
-                    return metrics.refresh_database_gauges(self.db, conn=conn)
-            except Exception:
-                metrics.record_refresh_failure()
-                raise
+        # One refresh at a time (the gauges are set as a whole); a scrape waits
+        # for the one in progress at most the health timeout, not in a queue.
+        if not self._refresh_lock.acquire(timeout=self.timeout_s):
+            metrics.record_refresh_failure()
+            raise TimeoutError(
+                f"another refresh of the database gauges is running after {self.timeout_s:g} s"
+            )
+        try:
+            with self._transaction() as conn:
+                return metrics.refresh_database_gauges(self.db, conn=conn)
+        except Exception:
+            metrics.record_refresh_failure()
+            raise
+        finally:
+            self._refresh_lock.release()
 
     def governance(self) -> Response:
         problems: list[str] = []
@@ -508,8 +540,10 @@ class HealthServer:
 
     def _reconcile_loop(self) -> None:
         while not self._stop.is_set():
-            self.reconcile_now()
-            if self._stop.wait(self.reconcile_interval_s):
+            # a run that could not complete (the database not up yet, a blip) is
+            # retried soon: /health/governance must not report it for a whole interval
+            failed = self.reconcile_now().error is not None
+            if self._stop.wait(self.reconcile_retry_s if failed else self.reconcile_interval_s):
                 return
 
     # -- /metrics --------------------------------------------------------------

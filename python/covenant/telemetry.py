@@ -232,14 +232,17 @@ def span(name: str, **attributes: object) -> Iterator[SanitizedSpan]:
             raise
 
 
-def shutdown() -> None:
-    """Flush the provider's pending spans (``covenant serve`` calls it on shutdown)."""
+def shutdown(timeout_s: float = 5.0) -> None:
+    """Flush the provider's pending spans, waiting at most ``timeout_s`` (``covenant serve``
+    calls it on shutdown: an unreachable collector must not hold the exit for the SDK's 30 s).
+    """
     if not HAVE_OTEL or not enabled():
         return
     provider = _state.provider or otel_trace.get_tracer_provider()
     flush = getattr(provider, "force_flush", None)
     if callable(flush):
         try:
-            flush()
+            if flush(timeout_millis=max(1, int(timeout_s * 1000))) is False:
+                log.warning("flushing OpenTelemetry spans timed out after %g s", timeout_s)
         except Exception:  # a failing exporter must not fail the shutdown
             log.warning("flushing OpenTelemetry spans failed", exc_info=True)

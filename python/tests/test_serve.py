@@ -374,3 +374,109 @@ def test_a_failing_handler_answers_500_without_details(migrated_url: str) -> Non
     with BrokenServer(migrated_url, 0, host="127.0.0.1", reconcile_interval_s=3600) as server:
         reply = request(server.url + "/health")
     assert (reply.status, reply.json()) == (500, {"error": "internal"})
+
+
+def test_any_other_method_is_405_json(app: HealthServer) -> None:
+    for method in ("TRACE", "CONNECT", "PROPFIND", "FOO"):
+        reply = request(app.url + "/health", method=method)
+        assert reply.status == 405, (method, reply.status, reply.body[:80])
+        assert reply.headers["Allow"] == "GET, HEAD"
+        assert reply.json()["error"] == "method_not_allowed"
+
+
+def _recv_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_client_that_sends_nothing_is_dropped_and_does_not_hold_shutdown(
+    migrated_url: str,
+) -> None:
+    server = HealthServer(
+        migrated_url, 0, host="127.0.0.1", reconcile_interval_s=3600, grace_s=WAIT, timeout_s=1
+    )
+    server.start()
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT)
+    try:
+        # the server hangs up on a silent client after the timeout (not after WAIT)
+        assert _recv_all(idle) == b""
+        # and one that is silent when shutdown begins does not count as a request in flight
+        again = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT)
+        eventually(lambda: server._httpd is not None and server._httpd.in_flight == 1, "accept")
+        assert server.shutdown() is True
+        again.close()
+    finally:
+        idle.close()
+        server.shutdown()
+
+
+def test_control_characters_in_a_request_are_escaped_in_the_log(
+    app: HealthServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="covenant.serve")
+    with socket.create_connection(("127.0.0.1", app.port), timeout=WAIT) as sock:
+        sock.sendall(b"GET /x\x1b[2J\x07 HTTP/1.0\r\n\r\n")
+        assert _recv_all(sock).startswith(b"HTTP/1.0 404")
+    eventually(lambda: any("404" in r.getMessage() for r in caplog.records), "the access log")
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "\x1b" not in logged and "\x07" not in logged
+    assert "\\x1b" in logged
+
+
+def test_a_stuck_refresh_does_not_queue_scrapes_past_the_timeout(migrated_url: str) -> None:
+    with HealthServer(
+        migrated_url, 0, host="127.0.0.1", reconcile_interval_s=3600, timeout_s=1
+    ) as server:
+        with server._refresh_lock:  # another refresh that does not come back
+            scrape = request(server.url + "/metrics", timeout=10)
+            assert scrape.status == 200
+            assert b"covenant_database_up 0.0" in scrape.body
+            governance = request(server.url + "/health/governance", timeout=10)
+            assert governance.status == 503
+            assert governance.json()["problems"][0].startswith("database")
+        # once it is released, scrapes refresh again
+        assert b"covenant_database_up 1.0" in request(server.url + "/metrics").body
+
+
+def test_malformed_requests_get_json_refusals(app: HealthServer) -> None:
+    for raw, status in (
+        (b"GET /health HTTP/2.0\r\n\r\n", 505),
+        (b"GET /health HTTP/1.0\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.0\r\n\r\n", 414),
+        (b"NONSENSE\r\n\r\n", 400),
+    ):
+        with socket.create_connection(("127.0.0.1", app.port), timeout=WAIT) as sock:
+            sock.sendall(raw)
+            head, _, body = _recv_all(sock).partition(b"\r\n\r\n")
+        assert head.split(b" ")[1] == str(status).encode(), head
+        assert b"application/json" in head
+        assert json.loads(body)["error"]
+
+
+def test_a_reconciliation_that_could_not_run_is_retried_before_the_interval(
+    migrated_url: str,
+) -> None:
+    """A database not up yet at start must not leave /health/governance 503 for a whole interval."""
+    server = HealthServer(migrated_url, 0, host="127.0.0.1", reconcile_interval_s=3600)
+    server.reconcile_retry_s = 0.2
+    real = server.ledger.reconcile
+    calls: list[int] = []
+
+    def flaky(**kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("database starting up")
+        return real(**kwargs)
+
+    server.ledger.reconcile = flaky  # type: ignore[method-assign]
+    with server:
+        eventually(
+            lambda: (
+                request(server.url + "/health/governance").json()["reconciliation"]["ok"] is True
+            ),
+            "a retried reconciliation",
+        )
+        assert request(server.url + "/health/governance").status == 200
+    assert len(calls) == 2  # then the interval again, not a retry loop

@@ -207,3 +207,57 @@ def test_audit_appends_are_traced_with_a_hashed_domain(
         "kind": "single",
         "entries": 1,
     }
+
+
+def test_a_bad_ledger_call_fails_as_without_telemetry(
+    ledger: Ledger, exporter: InMemorySpanExporter
+) -> None:
+    """Spans on, a call with wrong arguments raises Python's own TypeError, counted and traced."""
+    from covenant import metrics  # noqa: PLC0415
+
+    before = metrics.sample(
+        "covenant_ledger_operations_total", operation="balance", outcome="error"
+    )
+    with pytest.raises(TypeError, match=r"Ledger\.balance\(\) got an unexpected keyword"):
+        ledger.balance(uuid.uuid4(), bogus=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"Ledger\.balance\(\) takes 2 positional"):
+        ledger.balance(uuid.uuid4(), None)  # type: ignore[misc]
+    after = metrics.sample("covenant_ledger_operations_total", operation="balance", outcome="error")
+    assert after - before == 2
+    spans = [s for s in exporter.get_finished_spans() if s.name == "covenant.ledger.balance"]
+    assert [(s.attributes or {}).get("error.type") for s in spans] == ["TypeError", "TypeError"]
+
+
+def test_shutdown_flushes_within_a_bound() -> None:
+    """The SDK waits 30 s by default for a dead collector; shutdown passes its own bound."""
+    asked: list[int] = []
+
+    class Provider(TracerProvider):
+        def force_flush(self, timeout_millis: int = 30_000) -> bool:
+            asked.append(timeout_millis)
+            return False  # timed out
+
+    provider = Provider()
+    telemetry.configure(enabled=True, tracer_provider=provider)
+    try:
+        telemetry.shutdown(2.5)
+        telemetry.shutdown()
+    finally:
+        telemetry.configure()
+        provider.shutdown()
+    assert asked[0] == 2500
+    assert asked[1] < 30_000
+
+
+def test_every_span_covenant_opens_has_an_allow_list() -> None:
+    """A ledger method added without its ALLOWED line would export its spans bare."""
+    import inspect  # noqa: PLC0415
+
+    methods = [
+        n for n, m in vars(Ledger).items() if not n.startswith("_") and inspect.isfunction(m)
+    ]
+    assert methods
+    missing = [n for n in methods if f"covenant.ledger.{n}" not in telemetry.ALLOWED]
+    assert missing == []
+    for name in ("covenant.audit.append", "covenant.audit.verify", "covenant.serve.request"):
+        assert name in telemetry.ALLOWED
