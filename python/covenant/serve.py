@@ -169,7 +169,10 @@ class _HTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     server_version = f"covenant/{__version__}"
-    sys_version = ""  # no Python version in the Server header
+
+    def version_string(self) -> str:
+        return self.server_version  # no Python version in the Server header
+
     protocol_version = "HTTP/1.0"  # one request per connection: in flight = connection
 
     def setup(self) -> None:

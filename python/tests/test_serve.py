@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from covenant import __version__
 from covenant.config import load_settings
 from covenant.db import Connector
 from covenant.serve import HealthServer, Response, serve
@@ -92,6 +93,7 @@ def test_health_reports_the_database(app: HealthServer) -> None:
     reply = request(app.url + "/health")
     assert reply.status == 200
     assert reply.headers["Content-Type"].startswith("application/json")
+    assert reply.headers["Server"] == f"covenant/{__version__}"  # no Python version
     doc = reply.json()
     assert doc["status"] == "ok"
     assert doc["version"]
