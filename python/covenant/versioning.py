@@ -19,12 +19,15 @@ the criteria for closing the 7.11.0 window.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
 from pydantic import BaseModel, ConfigDict
+
+MAX_OFFERED_VERSIONS: Final = 32
 
 PREFERRED_VERSION: Final = "8.2.0"
 # In order of preference: negotiation picks the first one the peer can speak.
@@ -175,11 +178,19 @@ def negotiate_version(peer_versions: Iterable[str]) -> str:
     offered version is compatible with. Raises :class:`InvalidVersionError`
     when an offered version is malformed (a peer that advertises garbage is
     refused, not half-understood) and :class:`VersionNegotiationError` when
-    nothing is in common (including an empty offer).
+    nothing is in common (including an empty offer). An offer of more than
+    :data:`MAX_OFFERED_VERSIONS` versions is malformed too (it is read no
+    further, so a hostile peer cannot make the error, or the work, large).
     """
     if isinstance(peer_versions, str | bytes):
         raise TypeError("peer_versions is a collection of version strings, not one string")
-    offered = tuple(SemVer.parse(v) for v in peer_versions)
+    raw = tuple(itertools.islice(peer_versions, MAX_OFFERED_VERSIONS + 1))
+    if len(raw) > MAX_OFFERED_VERSIONS:
+        raise InvalidVersionError(
+            f"{MAX_OFFERED_VERSIONS + 1}+ versions",
+            f"at most {MAX_OFFERED_VERSIONS} may be offered",
+        )
+    offered = tuple(SemVer.parse(v) for v in raw)
     results = [_check(v) for v in offered]
     spoken = {r.negotiated for r in results if r.compatible}
     for version in SUPPORTED_VERSIONS:

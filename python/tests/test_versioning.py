@@ -7,11 +7,14 @@ peer at 7.11.0 is accepted and one at 6.0.0 refused. The edge cases
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from covenant.versioning import (
+    MAX_OFFERED_VERSIONS,
     MIN_SUPPORTED_VERSION,
     PREFERRED_VERSION,
     SUPPORTED_VERSIONS,
@@ -200,3 +203,14 @@ def test_parse_never_crashes(text: str) -> None:
     except InvalidVersionError:
         return
     assert str(parsed) == text
+
+
+def test_an_offer_longer_than_the_bound_is_refused_without_reading_it_all() -> None:
+    assert negotiate_version(["6.0.0"] * (MAX_OFFERED_VERSIONS - 1) + ["8.2.0"]) == "8.2.0"
+
+    def endless() -> Iterator[str]:
+        while True:
+            yield "8.2.0"
+
+    with pytest.raises(InvalidVersionError, match="at most 32"):
+        negotiate_version(endless())
