@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, LiteralString
 
+import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -305,12 +307,11 @@ class Ledger:
         actor_id: str,
         conn: Conn | None = None,
     ) -> Reservation:
-        """Finalize from a verified usage report; its ``jti`` is redeemed once (USAGE_REPLAY)."""
-        return self._settle(
-            "SELECT covenant.finalize_usage_report(%s, %s, %s, %s)",
-            [jti, reservation_id, int(MicroUSD(actual)), actor_id],
-            reservation_id,
-            conn,
+        """Finalize from a verified usage report; its ``jti`` is redeemed once (USAGE_REPLAY).
+
+        :func:`covenant.usage.verify_usage_report` verifies the report first."""
+        return self.db.run(
+            lambda c: apply_usage_report(c, jti, reservation_id, actual, actor_id), conn=conn
         )
 
     def _settle(
@@ -323,7 +324,7 @@ class Ledger:
 
         def work(c: Conn) -> Reservation:
             c.execute(query, params)
-            return self._reservation(c, reservation_id)
+            return read_reservation(c, reservation_id)
 
         return self.db.run(work, conn=conn)
 
@@ -446,19 +447,7 @@ class Ledger:
         return [Lot.model_validate(r) for r in rows]
 
     def reservation(self, reservation_id: uuid.UUID, *, conn: Conn | None = None) -> Reservation:
-        return self.db.run(lambda c: self._reservation(c, reservation_id), conn=conn)
-
-    @staticmethod
-    def _reservation(c: Conn, reservation_id: uuid.UUID) -> Reservation:
-        row = c.execute(
-            "SELECT account_id, reservation_id, amount_micro, status, expires_at, consumed_micro, "
-            "released_micro, mutation_id, resolved_by FROM covenant.credit_reservations "
-            "WHERE reservation_id = %s",
-            [reservation_id],
-        ).fetchone()
-        if row is None:
-            raise ReservationUnknown(f"no reservation {reservation_id}")
-        return Reservation.model_validate(row)
+        return self.db.run(lambda c: read_reservation(c, reservation_id), conn=conn)
 
     def reputation(
         self, agent_id: uuid.UUID, *, conn: Conn | None = None
@@ -479,3 +468,36 @@ class Ledger:
             "SELECT * FROM covenant.invariants ORDER BY substr(invariant_id, 3)::integer", conn=conn
         )
         return [Invariant.model_validate(r) for r in rows]
+
+
+def read_reservation(c: psycopg.Connection[Any], reservation_id: uuid.UUID) -> Reservation:
+    """One reservation, read on ``c`` (any row factory); ReservationUnknown if there is none."""
+    with c.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT account_id, reservation_id, amount_micro, status, expires_at, consumed_micro, "
+            "released_micro, mutation_id, resolved_by FROM covenant.credit_reservations "
+            "WHERE reservation_id = %s",
+            [reservation_id],
+        ).fetchone()
+    if row is None:
+        raise ReservationUnknown(f"no reservation {reservation_id}")
+    return Reservation.model_validate(row)
+
+
+def apply_usage_report(
+    c: psycopg.Connection[Any],
+    jti: uuid.UUID,
+    reservation_id: uuid.UUID,
+    actual: MicroUSD | int,
+    actor_id: str,
+) -> Reservation:
+    """``covenant.finalize_usage_report`` and the reservation it resolved, on ``c``.
+
+    The transaction is the caller's (the adapter's retried one, or
+    :mod:`covenant.usage`'s savepoint in a caller's transaction)."""
+    c.execute(
+        "SELECT covenant.finalize_usage_report(p_jti => %s, p_reservation_id => %s, "
+        "p_actual_micro => %s, p_actor_id => %s)",
+        [jti, reservation_id, int(MicroUSD(actual)), actor_id],
+    )
+    return read_reservation(c, reservation_id)

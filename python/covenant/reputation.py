@@ -35,7 +35,6 @@ as the first 12 hex digits of the SHA-256 of their id, errors by class name.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -53,6 +52,7 @@ import psycopg
 from covenant.catalogue import ReputationState
 from covenant.db import Conn, Connector
 from covenant.errors import CovenantError, InvalidArgument
+from covenant.telemetry import hash_identity
 
 log = logging.getLogger("covenant.reputation")
 
@@ -214,8 +214,8 @@ def read_state(
 
 
 def agent_ref(agent_id: uuid.UUID) -> str:
-    """How logs name an agent: SHA-256 of the id, first 12 hex digits."""
-    return hashlib.sha256(str(agent_id).encode()).hexdigest()[:12]
+    """How logs name an agent: hashed as spans hash identities (12 hex digits of SHA-256)."""
+    return hash_identity(agent_id)
 
 
 def _as_agent_id(agent_id: uuid.UUID | str) -> uuid.UUID:

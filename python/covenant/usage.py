@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Final, LiteralString, NoReturn, TypeAlias
+from typing import Annotated, Any, Final, NoReturn, TypeAlias
 
 import jwt
 import psycopg
@@ -44,13 +44,12 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, rsa, x448, x25519
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from psycopg.rows import dict_row
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
 
 from covenant import errors, metrics
 from covenant.db import Connector
 from covenant.governance import is_actor_id
-from covenant.ledger import Reservation
+from covenant.ledger import Reservation, apply_usage_report
 from covenant.money import BIGINT_MAX, MicroUSD
 
 ALGORITHM: Final = "EdDSA"
@@ -367,26 +366,11 @@ _DB_REFUSALS: Final[dict[type[errors.CovenantError], UsageErrorCode]] = {
     errors.BudgetOverspend: UsageErrorCode.OVERSPEND,
 }
 
-_FINALIZE: Final[LiteralString] = (
-    "SELECT covenant.finalize_usage_report(p_jti => %s, p_reservation_id => %s, "
-    "p_actual_micro => %s, p_actor_id => %s)"
-)
-_READ_BACK: Final[LiteralString] = (
-    "SELECT account_id, reservation_id, amount_micro, status, expires_at, consumed_micro, "
-    "released_micro, mutation_id, resolved_by FROM covenant.credit_reservations "
-    "WHERE reservation_id = %s"
-)
-
 
 def _apply(c: psycopg.Connection[Any], claims: UsageClaims, actor_id: str) -> Reservation:
-    with c.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            _FINALIZE, [claims.jti, claims.reservation_id, claims.actual_cost_micro, actor_id]
-        )
-        row = cur.execute(_READ_BACK, [claims.reservation_id]).fetchone()
-    if row is None:  # pragma: no cover - finalize just locked and resolved it
-        raise errors.ReservationUnknown(f"no reservation {claims.reservation_id}")
-    return Reservation.model_validate(row)
+    return apply_usage_report(
+        c, claims.jti, claims.reservation_id, claims.actual_cost_micro, actor_id
+    )
 
 
 def _in_caller_transaction(
