@@ -44,8 +44,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import ClassVar, Final
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from covenant.catalogue import ReputationState, RequestState, check_transition
 from covenant.contracts import (
     CAPABILITY_PATTERN,
@@ -62,11 +60,9 @@ from covenant.governance import is_actor_id
 from covenant.ledger import Ledger, Reservation
 from covenant.money import MicroUSD
 from covenant.usage import (
-    KeyMaterial,
     PublicKeySource,
     UsageErrorCode,
     UsageReportError,
-    decode_usage_report,
     verify_usage_report,
 )
 
@@ -257,7 +253,7 @@ class RequestFlow:
         The report must be for this request's reservation (else
         RESERVATION_UNKNOWN, checked before the database is touched). Raises
         :class:`~covenant.usage.UsageReportError` and leaves the request
-        executing when the report is refused. A key callable is called once.
+        executing when the report is refused.
 
         Sending the same report again after a commit whose acknowledgement
         was lost is safe: a REPLAY of this report's ``jti`` that was redeemed
@@ -265,19 +261,22 @@ class RequestFlow:
         """
         request.check(RequestState.FINALIZED)
         assert request.reservation_id is not None  # executing implies reserved
-        public_key = _fetch_once(public_key)
-        claims = decode_usage_report(token, public_key)
-        if claims.reservation_id != request.reservation_id:
-            raise UsageReportError(
-                UsageErrorCode.RESERVATION_UNKNOWN,
-                f"the report is for reservation {claims.reservation_id}, "
-                f"not this request's {request.reservation_id}",
-            )
         try:
-            report = verify_usage_report(self.ledger.db, token, public_key, actor_id=self.actor_id)
+            report = verify_usage_report(
+                self.ledger.db,
+                token,
+                public_key,
+                actor_id=self.actor_id,
+                reservation_id=request.reservation_id,
+            )
         except UsageReportError as exc:
-            if exc.code is not UsageErrorCode.REPLAY or not self._redeemed_for(
-                request.reservation_id, claims.jti, claims.actual_cost_micro
+            claims = exc.claims
+            if (
+                exc.code is not UsageErrorCode.REPLAY
+                or claims is None
+                or not self._redeemed_for(
+                    request.reservation_id, claims.jti, claims.actual_cost_micro
+                )
             ):
                 raise
             log.info(
@@ -343,23 +342,6 @@ class RequestFlow:
                 )
         request.failure = reason
         request.move(RequestState.FAILED)
-
-
-def _fetch_once(source: PublicKeySource) -> PublicKeySource:
-    """``source``, with a key callable memoized: the report is decoded twice, the key fetched once.
-
-    (Fetched lazily, so a token whose ``alg`` is refused still fetches nothing.)
-    """
-    if not callable(source) or isinstance(source, Ed25519PublicKey):
-        return source
-    fetched: list[KeyMaterial] = []
-
-    def fetch() -> KeyMaterial:
-        if not fetched:
-            fetched.append(source())
-        return fetched[0]
-
-    return fetch
 
 
 def _malformed(intent: RequestIntent) -> str | None:

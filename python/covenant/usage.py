@@ -89,21 +89,35 @@ class UsageReportError(Exception):
 
     ``sqlstate`` is the CV code when the database refused it (for example
     ``CV015`` behind a RESERVATION_UNKNOWN for an expired reservation);
-    the original exception is chained as ``__cause__``.
+    the original exception is chained as ``__cause__``. ``claims`` are the
+    report's verified claims when the refusal came after verification
+    (RESERVATION_UNKNOWN, OVERSPEND, REPLAY), else ``None``.
     """
 
     def __init__(
-        self, code: UsageErrorCode | str, detail: str, *, sqlstate: str | None = None
+        self,
+        code: UsageErrorCode | str,
+        detail: str,
+        *,
+        sqlstate: str | None = None,
+        claims: UsageClaims | None = None,
     ) -> None:
         self.code = UsageErrorCode(code)
         self.permanent = PERMANENT[self.code]
         self.detail = detail
         self.sqlstate = sqlstate
+        self.claims = claims
         super().__init__(f"{self.code}: {detail}")
 
 
-def _fail(code: UsageErrorCode, detail: str, *, sqlstate: str | None = None) -> NoReturn:
-    raise UsageReportError(code, detail, sqlstate=sqlstate)
+def _fail(
+    code: UsageErrorCode,
+    detail: str,
+    *,
+    sqlstate: str | None = None,
+    claims: UsageClaims | None = None,
+) -> NoReturn:
+    raise UsageReportError(code, detail, sqlstate=sqlstate, claims=claims)
 
 
 # -- claims ---------------------------------------------------------------------
@@ -408,6 +422,7 @@ def verify_usage_report(
     actor_id: str = DEFAULT_ACTOR_ID,
     clock: Callable[[], datetime] | None = None,
     leeway: timedelta = DEFAULT_LEEWAY,
+    reservation_id: uuid.UUID | None = None,
 ) -> VerifiedUsageReport:
     """Verify a signed usage report and finalize its reservation with the actual cost.
 
@@ -417,6 +432,8 @@ def verify_usage_report(
     back only to a savepoint). ``actor_id`` is the verifying service
     (``service:<name>``; the mutation policy allows only services).
     ``clock`` returns an aware datetime; ``leeway`` is allowed clock skew.
+    ``reservation_id``: the report must be for this reservation (else
+    RESERVATION_UNKNOWN, before the database is touched).
 
     Raises :class:`UsageReportError`; nothing is written when it does.
 
@@ -424,7 +441,15 @@ def verify_usage_report(
     or ``other`` for an error that is not a report's fault).
     """
     try:
-        report = _verify(conn, token, public_key, actor_id=actor_id, clock=clock, leeway=leeway)
+        report = _verify(
+            conn,
+            token,
+            public_key,
+            actor_id=actor_id,
+            clock=clock,
+            leeway=leeway,
+            reservation_id=reservation_id,
+        )
     except UsageReportError as exc:
         metrics.record_usage_report(exc.code)
         raise
@@ -443,16 +468,24 @@ def _verify(
     actor_id: str,
     clock: Callable[[], datetime] | None,
     leeway: timedelta,
+    reservation_id: uuid.UUID | None,
 ) -> VerifiedUsageReport:
     if not is_actor_id(actor_id):
         raise errors.InvalidArgument(f"malformed actor_id {actor_id!r}")
     claims = decode_usage_report(token, public_key, clock=clock, leeway=leeway)
+    if reservation_id is not None and claims.reservation_id != reservation_id:
+        _fail(
+            UsageErrorCode.RESERVATION_UNKNOWN,
+            f"the report is for reservation {claims.reservation_id}, not {reservation_id}",
+            claims=claims,
+        )
     if claims.actual_cost_micro > BIGINT_MAX:
         # No reservation can hold it (amounts are bigint): refused without a query.
         _fail(
             UsageErrorCode.OVERSPEND,
             f"actual_cost_micro {claims.actual_cost_micro} exceeds any reservation "
             f"(at most {BIGINT_MAX})",
+            claims=claims,
         )
     try:
         if isinstance(conn, Connector):
@@ -463,7 +496,9 @@ def _verify(
         code = _DB_REFUSALS.get(type(exc))
         if code is None:
             raise
-        raise UsageReportError(code, exc.message or str(exc), sqlstate=exc.code) from exc
+        raise UsageReportError(
+            code, exc.message or str(exc), sqlstate=exc.code, claims=claims
+        ) from exc
     return VerifiedUsageReport(
         jti=claims.jti,
         reservation_id=claims.reservation_id,
